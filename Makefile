@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml requirements.lock
 venv: $(STAMP)
 
 weights: $(STAMP)
-	@test -f $(LPIPS_WEIGHTS) || $(PY) scripts/fetch_lpips_weights.py --out $(LPIPS_WEIGHTS) || \
+	@$(PY) scripts/fetch_lpips_weights.py --out $(LPIPS_WEIGHTS) || \
 		echo "LPIPS weights unavailable: LPIPS metrics will be skipped"
 
 demo: $(STAMP)

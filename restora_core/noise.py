@@ -39,6 +39,33 @@ def batch_randn(gens: list[torch.Generator], shape: Sequence[int], *, device: to
     return torch.stack(draws).to(device=device, dtype=dtype)
 
 
+class PerImageNoise:
+    """Standard normal draws of shape (B, *shape), image i from ``gens[i]``, fetched in chunks.
+
+    Each image draws ``chunk`` future samples in one call, so a batch costs B calls per ``chunk``
+    draws instead of B calls per draw; the stream an image sees depends only on its generator and
+    the fixed chunk size, never on the batch it is in.
+    """
+
+    CHUNK = 16
+
+    def __init__(self, gens: list[torch.Generator], shape: Sequence[int], *,
+                 device: torch.device, dtype: torch.dtype):
+        self.gens, self.shape, self.device, self.dtype = gens, tuple(shape), device, dtype
+        self._bank: torch.Tensor | None = None
+        self._pos = self.CHUNK
+
+    def __call__(self) -> torch.Tensor:
+        """The next (B, *shape) draw."""
+        if self._pos == self.CHUNK:
+            self._bank = batch_randn(self.gens, (self.CHUNK, *self.shape), device=self.device,
+                                     dtype=self.dtype)
+            self._pos = 0
+        out = self._bank[:, self._pos]
+        self._pos += 1
+        return out
+
+
 def generators_for_seeds(seeds: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:
     """One freshly seeded generator per seed, on ``device``."""
     out = []

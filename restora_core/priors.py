@@ -21,6 +21,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from .models import PRESETS, architecture_config, build_model
+from .runtime import RuntimeConfig, prepare_velocity
 
 CARD_KEY = "restora_card"
 SHIPPED_PRIORS = ("digits32", "photo32")
@@ -48,6 +49,10 @@ class Prior:
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Prior:
         """The same prior with its network moved to ``device`` (and ``dtype``)."""
         return replace(self, velocity=self.velocity.to(device=device, dtype=dtype))
+
+    def prepare(self, device: torch.device | str, runtime: RuntimeConfig = RuntimeConfig()) -> Prior:
+        """The same prior on ``device``, run at ``runtime``'s precision, layout and compilation."""
+        return replace(self, velocity=prepare_velocity(self.velocity, device, runtime))
 
 
 def shipped_prior_path(name: str) -> Path:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ..noise import Generators, as_generator_list, batch_randn
+from ..noise import Generators, PerImageNoise, as_generator_list
 from .restora_flow import Callback, Velocity, _tvec
 
 
@@ -50,7 +50,7 @@ def ot_ode(
     gens = as_generator_list(generator, y.shape[0])
     mask = mask.to(dtype=y.dtype)
     with torch.no_grad():
-        eps = batch_randn(gens, y.shape[1:], device=y.device, dtype=y.dtype)
+        eps = PerImageNoise(gens, y.shape[1:], device=y.device, dtype=y.dtype)()
         x = t0 * (mask * y) + (1.0 - t0) * eps
     dt = 1.0 / steps
     for i, t in enumerate(_ot_ode_grid(steps, t0)):
@@ -90,6 +90,7 @@ def pnp_flow(
     """
     gens = as_generator_list(generator, y.shape[0])
     mask = mask.to(dtype=y.dtype)
+    draw = PerImageNoise(gens, y.shape[1:], device=y.device, dtype=y.dtype)
     x = mask * y
     for k in range(steps):
         t = k / steps
@@ -97,7 +98,7 @@ def pnp_flow(
         z = x - gamma * mask * (x - y)
         acc = torch.zeros_like(z)
         for _ in range(averages):
-            u = t * z + (1.0 - t) * batch_randn(gens, y.shape[1:], device=y.device, dtype=y.dtype)
+            u = t * z + (1.0 - t) * draw()
             acc += u + (1.0 - t) * velocity(u, _tvec(t, u))
         x = acc / averages
         if callback is not None:

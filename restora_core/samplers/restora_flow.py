@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..noise import Generators, as_generator_list, batch_randn
+from ..noise import Generators, PerImageNoise, as_generator_list
 from ..schedule import correction_schedule
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -43,7 +43,7 @@ def restora_flow(
     """
     gens = as_generator_list(generator, y.shape[0])
     shape = y.shape[1:]
-    draw = lambda: batch_randn(gens, shape, device=y.device, dtype=y.dtype)  # noqa: E731
+    draw = PerImageNoise(gens, shape, device=y.device, dtype=y.dtype)
     mask = mask.to(dtype=y.dtype)
     keep = 1.0 - mask
     x = draw()
