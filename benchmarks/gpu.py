@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> dict:
     batches = [1, 4] if args.quick else [1, 8, 32, 64, 128]
     gflop = GFLOP_PER_FORWARD.get(res, float("nan"))
     for mode, cfg in MODES.items():
-        if cfg.compile and (args.quick or device.type != "cuda"):
+        if cfg.compile and (args.quick or args.skip_compile or device.type != "cuda"):
             continue
         v = prepare_velocity(net, device, cfg)
         for b in batches:
@@ -213,6 +213,7 @@ def main() -> None:
     p.add_argument("--sampler-batch", type=int, default=64)
     p.add_argument("--budget-s", type=float, default=420.0)
     p.add_argument("--trained-prior", default="")
+    p.add_argument("--skip-compile", action="store_true", help="leave out torch.compile rows")
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args()
     args.command = "python -m benchmarks.gpu " + " ".join(

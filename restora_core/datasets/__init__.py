@@ -1,0 +1,28 @@
+"""Training images for flow-matching priors.
+
+* :mod:`.arrays` — in-memory sets serving seeded uint8 batches, saved as one ``.npz``
+  (numpy only: what the training CLI needs on a bare GPU box).
+* :mod:`.sources` — folders/prefixes of images and Parquet shards (HF ``{bytes, path}`` too),
+  local or ``s3://``, decoded into those sets (needs PIL, and pyarrow for Parquet).
+* :mod:`.shipped` — the reproducible builders of the shipped priors' training and evaluation
+  sets (``scripts/build_datasets.py``).
+
+Pixels are uint8 in storage and ``[-1, 1]`` floats (``to_model_range``) for the model.
+"""
+
+from .arrays import (
+                     Augment,
+                     CropBox,
+                     CropSourceSet,
+                     ImageArraySet,
+                     TrainingSet,
+                     block_mean,
+                     content_sha256,
+                     load_npz,
+                     save_npz,
+                     sha256_file,
+                     to_model_range,
+)
+
+__all__ = ["Augment", "CropBox", "CropSourceSet", "ImageArraySet", "TrainingSet", "block_mean",
+           "content_sha256", "load_npz", "save_npz", "sha256_file", "to_model_range"]

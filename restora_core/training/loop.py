@@ -1,0 +1,355 @@
+"""The training loop: conditional flow matching, AdamW with linear warmup, gradient clipping,
+EMA, optional minibatch OT coupling, resumable checkpoints, and the final prior export.
+
+Reproducibility: step ``k`` (0-based) trains on ``dataset.batch(k, batch_size)`` and draws its
+noise and times from a CPU ``torch.Generator`` seeded by ``(seed, k)``. Everything random is a
+pure function of the seed and the step, so a checkpoint needs only the weights, the EMA, the
+optimiser state and the step to make a resumed run replay an uninterrupted one (bit-exactly on
+the CPU; on CUDA up to the nondeterminism of its kernels).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import math
+import platform
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..datasets.arrays import Augment, TrainingSet, load_npz, sha256_file
+from ..models import build_model
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import RESUME_INVARIANT, TrainConfig
+from .ema import EMA
+from .flow_matching import CFMBatch, cfm_loss, make_cfm_batch
+from .sampling import euler_sample
+
+Callback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    """What a run returns. ``history``: one dict per log interval (step, loss, lr, grad_norm,
+    steps_per_s, elapsed_s); ``samples``: ``(n, C, H, W)`` Euler samples of the EMA model in
+    [-1, 1] (or None)."""
+
+    step: int
+    final_loss: float
+    seconds: float
+    steps_per_s: float
+    stopped_by: str
+    history: list[dict[str, Any]]
+    model: torch.nn.Module
+    ema_model: torch.nn.Module
+    card: dict[str, Any]
+    data_info: dict[str, Any]
+    prior_uri: str | None = None
+    prior_sha256: str | None = None
+    checkpoint: str | None = None
+    resumed_from: str | None = None
+    samples: torch.Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """63-bit seed of step ``step``'s noise and times."""
+    digest = hashlib.sha256(f"restora-train\x00{int(seed)}\x00{int(step)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def load_training_set(cfg: TrainConfig) -> tuple[TrainingSet, dict[str, Any]]:
+    """The dataset named by ``cfg.data`` and a description of it for the model card."""
+    src = cfg.data
+    if not src:
+        raise ValueError("TrainConfig.data is empty: give a .npz/.npy file or an image source")
+    so = cfg.storage_options or None
+    if src.endswith((".npz", ".npy")):
+        ds = load_npz(src, cfg.resolution, seed=cfg.seed, scales=cfg.scales,
+                      channels=cfg.channels, storage_options=so)
+        ds.augment = Augment(
+            hflip=ds.augment.hflip if cfg.hflip is None else bool(cfg.hflip),
+            rot90=ds.augment.rot90 if cfg.rot90 is None else bool(cfg.rot90))
+        info = {"source": src, "sha256": sha256_file(src, so), "format": "npz"}
+    else:
+        from ..datasets.sources import build_training_set
+
+        mode = "resize" if cfg.data_mode == "auto" else cfg.data_mode
+        ds = build_training_set(src, cfg.resolution, cfg.channels, mode=mode,
+                                scales=cfg.scales or (1, 2, 4), hflip=bool(cfg.hflip),
+                                rot90=bool(cfg.rot90), seed=cfg.seed, storage_options=so)
+        from ..datasets.arrays import content_sha256
+
+        arrays = [ds.images] if hasattr(ds, "images") else list(ds.sources)
+        info = {"source": src, "sha256": content_sha256(*arrays), "format": "decoded images",
+                "sha256_of": "decoded uint8 pixels (content_sha256)"}
+    if ds.channels != cfg.channels:
+        raise ValueError(f"data has {ds.channels} channels, config says {cfg.channels}")
+    info.update({"kind": type(ds).__name__, "count": len(ds),
+                 "content_sha256": ds.meta.get("content_sha256"),
+                 "built_by": ds.meta.get("built_by"),
+                 "augment": {"hflip": ds.augment.hflip, "rot90": ds.augment.rot90}})
+    if hasattr(ds, "scales"):
+        info["scales"] = list(ds.scales)
+    return ds, info
+
+
+def _batch_tensor(ds: TrainingSet, step: int, batch_size: int) -> torch.Tensor:
+    u8 = ds.batch(step, batch_size)
+    return torch.from_numpy(u8).float().div_(127.5).sub_(1.0)
+
+
+def _lr_at(cfg: TrainConfig, step: int) -> float:
+    return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+
+
+def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, uri: str) -> None:
+    now = cfg.to_dict()
+    diffs = [k for k in RESUME_INVARIANT if saved.get(k) != now.get(k)]
+    if diffs:
+        detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in diffs)
+        raise ValueError(f"cannot resume from '{uri}': the config changed ({detail}); use another "
+                         "checkpoint_dir or resume=False")
+
+
+def train(cfg: TrainConfig, *, dataset: TrainingSet | None = None,
+          data_info: dict[str, Any] | None = None, callback: Callback | None = None
+          ) -> TrainResult:
+    """Train a velocity field by conditional flow matching and export its EMA as a prior.
+
+    ``dataset``: an in-memory set (else ``cfg.data`` is loaded). ``callback`` receives a dict
+    per log interval (``event="log"``), per checkpoint (``"checkpoint"``) and at the end
+    (``"done"``). Nothing is printed.
+    """
+    if dataset is None:
+        dataset, data_info = load_training_set(cfg)
+    elif data_info is None:
+        data_info = {"source": cfg.data or "in-memory", "kind": type(dataset).__name__,
+                     "count": len(dataset), "content_sha256": dataset.meta.get("content_sha256")}
+    if cfg.ot_coupling:
+        try:
+            import scipy.optimize  # noqa: F401
+        except ImportError as e:  # fail before training, not at the first step
+            raise ImportError("ot_coupling needs scipy; install it or pass --no-ot-coupling") from e
+    from ..priors import save_prior  # fail fast if safetensors is missing
+
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
+    emit = callback or (lambda _e: None)
+
+    torch.manual_seed(cfg.seed)  # the initial weights (the only draw from the global RNG)
+    model = build_model(cfg.architecture()).to(device)
+    model.train()
+    ema = EMA(model, cfg.ema_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
+                            weight_decay=cfg.weight_decay, fused=device.type == "cuda")
+    step, history, prior_seconds = 0, [], 0.0
+    resumed_from = None
+    if cfg.checkpoint_dir and cfg.resume:
+        uri = latest_checkpoint(cfg.checkpoint_dir, cfg.storage_options or None)
+        if uri is not None:
+            state = load_checkpoint(uri, cfg.storage_options or None)
+            _check_resumable(state["config"], cfg, uri)
+            model.load_state_dict(state["model"])
+            ema.load_state_dict(state["ema"])
+            ema.module.to(device)
+            opt.load_state_dict(state["optimizer"])
+            step = int(state["step"])
+            history = list(state.get("history", []))
+            prior_seconds = float(state.get("seconds", 0.0))
+            resumed_from = uri
+    train_model = torch.compile(model) if cfg.compile else model
+    use_autocast = bool(cfg.bf16)
+
+    def checkpoint_state() -> dict[str, Any]:
+        return {"model": model.state_dict(), "ema": ema.state_dict(),
+                "optimizer": opt.state_dict(), "step": step, "config": cfg.to_dict(),
+                "history": history, "seconds": prior_seconds + elapsed,
+                "data_order": {"scheme": "batch = dataset.batch(step); noise = "
+                               "Generator(step_seed(seed, step))", "seed": cfg.seed,
+                               "next_step": step}}
+
+    def prepare(k: int) -> CFMBatch:
+        # data, noise, times and the OT pairing of step k, made on the CPU: reproducible across
+        # devices, and no GPU->CPU sync for the assignment
+        x1 = _batch_tensor(dataset, k, cfg.batch_size)
+        gen = torch.Generator().manual_seed(step_seed(cfg.seed, k))
+        b = make_cfm_batch(x1, gen, ot=cfg.ot_coupling)
+        if device.type == "cuda":
+            b = CFMBatch(b.x_t.pin_memory(), b.t.pin_memory(), b.u_t.pin_memory())
+        return b
+
+    # step k+1's batch is prepared in a thread while step k runs (default: on CUDA only)
+    prefetch = device.type == "cuda" if cfg.prefetch is None else cfg.prefetch
+    pool = ThreadPoolExecutor(1, thread_name_prefix="restora-batch") if prefetch else None
+    pending: Future | None = None
+
+    start_step = step
+    t0 = time.perf_counter()
+    elapsed = 0.0
+    loss_sum = torch.zeros((), device=device)
+    grad_sum = torch.zeros((), device=device)
+    n_in_window, window_t0, window_step0 = 0, t0, step
+    last_ckpt = None
+    stopped_by = "max_steps"
+    while step < cfg.max_steps:
+        if cfg.max_seconds is not None and time.perf_counter() - t0 >= cfg.max_seconds:
+            stopped_by = "max_seconds"
+            break
+        if pool is not None:
+            cpu_batch = (pending or pool.submit(prepare, step)).result()
+            pending = pool.submit(prepare, step + 1) if step + 1 < cfg.max_steps else None
+        else:
+            cpu_batch = prepare(step)
+        batch = cpu_batch.to(device)
+        lr = _lr_at(cfg, step)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                            enabled=use_autocast):
+            pred = train_model(batch.x_t, batch.t)
+        loss = cfm_loss(pred, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        opt.step()
+        ema.update(model)
+        step += 1
+        loss_sum += loss.detach()
+        grad_sum += grad_norm.detach()
+        n_in_window += 1
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            now = time.perf_counter()
+            mean_loss = float(loss_sum) / n_in_window
+            if not math.isfinite(mean_loss):
+                raise FloatingPointError(f"training loss became {mean_loss} at step {step}")
+            record = {"step": step, "loss": mean_loss, "lr": lr,
+                      "grad_norm": float(grad_sum) / n_in_window,
+                      "steps_per_s": (step - window_step0) / max(now - window_t0, 1e-9),
+                      "elapsed_s": prior_seconds + now - t0}
+            history.append(record)
+            emit({"event": "log", **record})
+            loss_sum.zero_()
+            grad_sum.zero_()
+            n_in_window, window_t0, window_step0 = 0, now, step
+        if cfg.checkpoint_dir and cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0:
+            elapsed = time.perf_counter() - t0
+            last_ckpt = save_checkpoint(checkpoint_state(), cfg.checkpoint_dir, step,
+                                        keep=cfg.keep_checkpoints,
+                                        storage_options=cfg.storage_options or None)
+            emit({"event": "checkpoint", "step": step, "uri": last_ckpt})
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if n_in_window:  # the tail after the last log line
+        now = time.perf_counter()
+        mean_loss = float(loss_sum) / n_in_window
+        record = {"step": step, "loss": mean_loss, "lr": _lr_at(cfg, step - 1),
+                  "grad_norm": float(grad_sum) / n_in_window,
+                  "steps_per_s": (step - window_step0) / max(now - window_t0, 1e-9),
+                  "elapsed_s": prior_seconds + now - t0}
+        history.append(record)
+        emit({"event": "log", **record})
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - t0
+    if cfg.checkpoint_dir and step > start_step and (last_ckpt is None
+                                                      or not last_ckpt.endswith(f"{step:09d}.pt")):
+        last_ckpt = save_checkpoint(checkpoint_state(), cfg.checkpoint_dir, step,
+                                    keep=cfg.keep_checkpoints,
+                                    storage_options=cfg.storage_options or None)
+        emit({"event": "checkpoint", "step": step, "uri": last_ckpt})
+
+    final_loss = _final_loss(history)
+    steps_per_s = (step - start_step) / max(elapsed, 1e-9)
+    card = model_card(cfg, data_info, step=step, final_loss=final_loss,
+                      seconds=prior_seconds + elapsed, steps_per_s=steps_per_s,
+                      n_params=sum(p.numel() for p in model.parameters()))
+    samples = None
+    if cfg.sample_count > 0:
+        gen = torch.Generator().manual_seed(step_seed(cfg.seed, -1))
+        x0 = torch.randn(cfg.sample_count, cfg.channels, cfg.resolution, cfg.resolution,
+                         generator=gen).to(device)
+        samples = euler_sample(ema.module, x0, cfg.sample_steps).cpu()
+    result = TrainResult(step=step, final_loss=final_loss, seconds=prior_seconds + elapsed,
+                         steps_per_s=steps_per_s, stopped_by=stopped_by, history=history,
+                         model=model, ema_model=ema.module, card=card, data_info=data_info,
+                         checkpoint=last_ckpt, resumed_from=resumed_from, samples=samples)
+    if cfg.output:
+        result.prior_sha256 = save_prior(ema.module, card, cfg.output, half=cfg.save_half,
+                                         storage_options=cfg.storage_options or None)
+        result.prior_uri = cfg.output
+    emit({"event": "done", "step": step, "final_loss": final_loss, "seconds": result.seconds,
+          "steps_per_s": steps_per_s, "prior": result.prior_uri, "stopped_by": stopped_by})
+    return result
+
+
+def _final_loss(history: list[dict[str, Any]], last_steps: int = 200) -> float:
+    """Step-weighted mean loss over (about) the last ``last_steps`` steps of ``history``."""
+    if not history:
+        return float("nan")
+    total = weight = 0.0
+    end = history[-1]["step"]
+    for i in range(len(history) - 1, -1, -1):
+        prev = history[i - 1]["step"] if i > 0 else 0
+        n = history[i]["step"] - prev
+        total += history[i]["loss"] * n
+        weight += n
+        if end - prev >= last_steps:
+            break
+    return total / max(weight, 1)
+
+
+def model_card(cfg: TrainConfig, data_info: dict[str, Any], *, step: int, final_loss: float,
+               seconds: float, steps_per_s: float, n_params: int) -> dict[str, Any]:
+    """The model card stored in the prior's safetensors metadata."""
+    return {
+        "name": cfg.name,
+        "format": "restora-prior/1",
+        "architecture": cfg.architecture(),
+        "resolution": cfg.resolution,
+        "channels": cfg.channels,
+        "value_range": [-1.0, 1.0],
+        "time_convention": "t=0 noise, t=1 data; x_t = t*x1 + (1-t)*x0; v(x, t) with t: (B,)",
+        "parameters": int(n_params),
+        "weights_dtype": "float16" if cfg.save_half else "float32",
+        "weights": "EMA",
+        "data": data_info,
+        "training": {
+            "objective": "conditional flow matching, linear path, target x1 - x0, t ~ U(0,1)",
+            "ot_coupling": cfg.ot_coupling,
+            "steps": int(step),
+            "batch_size": cfg.batch_size,
+            "optimizer": {"name": "AdamW", "lr": cfg.lr, "betas": list(cfg.betas),
+                          "weight_decay": cfg.weight_decay, "warmup_steps": cfg.warmup_steps,
+                          "schedule": "linear warmup then constant"},
+            "grad_clip": cfg.grad_clip,
+            "ema_decay": cfg.ema_decay,
+            "bf16_autocast": cfg.bf16,
+            "seed": cfg.seed,
+            "final_loss": final_loss,
+            "seconds": round(seconds, 1),
+            "steps_per_s": round(steps_per_s, 3),
+            "device": _device_name(cfg.device),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        "config": cfg.to_dict() | {"storage_options": {}},
+        "command": cfg.command or "",
+        "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+    }
+
+
+def _device_name(device: str) -> str:
+    dev = torch.device(device)
+    if dev.type == "cuda" and torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(dev)})"
+    return dev.type

@@ -1,0 +1,1 @@
+"""Shard-level pipeline pieces: job spec, storage, planning, decoding, the Ray worker, manifests."""

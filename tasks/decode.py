@@ -1,0 +1,185 @@
+"""Bytes -> arrays for the prior: image and mask decoding, size policy, bomb cap, safe ids.
+
+Arrays are float32 (C, H, W): images in [-1, 1], masks in {0, 1} with 1 = known pixel.
+Mask files follow one convention: pixel value 0 = missing, any non-zero value = known; a mask
+whose size differs from its image's is an error for that image. Every failure raises
+``ImageError`` whose message starts with a short cause (``truncated: ...``) that the run summary
+groups by.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+_SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+
+
+class ImageError(ValueError):
+    """One image cannot be used; ``cause`` is a short tag, the message says why."""
+
+    def __init__(self, cause: str, detail: str):
+        super().__init__(f"{cause}: {detail}")
+        self.cause = cause
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a source of size (width, height) maps onto the prior's square grid."""
+
+    width: int
+    height: int
+    resolution: int
+    policy: str
+
+    def crop_box(self) -> tuple[int, int, int, int] | None:
+        """Box of the centred square to keep, in source pixels (center-crop only)."""
+        if self.policy != "center-crop" or self.width == self.height:
+            return None
+        side = min(self.width, self.height)
+        left = (self.width - side) // 2
+        top = (self.height - side) // 2
+        return (left, top, left + side, top + side)
+
+
+def safe_id(raw: object) -> str:
+    """Return ``raw`` if it is a relative '/'-separated id that cannot escape the output prefix."""
+    if not isinstance(raw, str) or not raw:
+        raise ImageError("unsafe-id", f"id {raw!r} is empty or not a string")
+    if len(raw) > 512:
+        raise ImageError("unsafe-id", f"id {raw[:40]!r}... is longer than 512 characters")
+    if any(ord(ch) < 32 for ch in raw) or "\\" in raw or ":" in raw:
+        raise ImageError("unsafe-id", f"id {raw!r} contains control characters, '\\' or ':'")
+    parts = raw.split("/")
+    if raw.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ImageError("unsafe-id", f"id {raw!r} would escape the output prefix")
+    return raw
+
+
+def _open(data: bytes, max_pixels: int, what: str) -> Image.Image:
+    if not data:
+        raise ImageError("truncated", f"{what} file is empty")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageError("too-large", f"{what}: {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageError("not-an-image", f"{what} bytes are not a readable image format") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError("unreadable", f"{what}: {exc}") from None
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ImageError("too-large", f"{what} is {width}x{height} = {width * height} pixels, "
+                                      f"over the cap of {max_pixels} (decompression bomb?)")
+    if width < 1 or height < 1:
+        raise ImageError("unreadable", f"{what} has size {width}x{height}")
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as exc:
+        cause = "truncated" if "truncat" in str(exc).lower() or isinstance(exc, EOFError) else "unreadable"
+        raise ImageError(cause, f"{what}: {exc}") from None
+    return img
+
+
+def _to_float_channels(img: Image.Image) -> np.ndarray:
+    """(H, W, K) float32 in [0, 1] for any PIL mode; alpha is dropped."""
+    if img.mode in _SIXTEEN_BIT_MODES:
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 65535.0 if arr.max(initial=0) > 255 or img.mode != "I" else 255.0
+        return (np.clip(arr / scale, 0, 1)[..., None]).astype(np.float32)
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        peak = arr.max(initial=0)
+        scale = 1.0 if peak <= 1 else (255.0 if peak <= 255 else 65535.0)
+        return (np.clip(arr / scale, 0, 1)[..., None]).astype(np.float32)
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("1", "L", "LA", "La"):
+        img = img.convert("L")
+    elif img.mode not in ("RGB",):
+        img = img.convert("RGB")
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    return arr[..., None] if arr.ndim == 2 else arr[..., :3]
+
+
+def _match_channels(arr: np.ndarray, channels: int) -> np.ndarray:
+    if arr.shape[-1] == channels:
+        return arr
+    if channels == 1:
+        weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        return (arr[..., :3] @ weights)[..., None]
+    if channels == 3 and arr.shape[-1] == 1:
+        return np.repeat(arr, 3, axis=-1)
+    raise ImageError("channels", f"cannot map {arr.shape[-1]} channels to {channels}")
+
+
+def _geometry(img: Image.Image, resolution: int, policy: str, what: str) -> Geometry:
+    width, height = img.size
+    if (width, height) != (resolution, resolution) and policy == "error":
+        raise ImageError("size", f"{what} is {width}x{height}, the prior takes "
+                                 f"{resolution}x{resolution} (size_policy=error; "
+                                 "use resize or center-crop)")
+    return Geometry(width, height, resolution, policy)
+
+
+def _apply(plane: np.ndarray, geo: Geometry, nearest: bool) -> np.ndarray:
+    """Resize/crop one (H, W) float plane onto the prior's grid."""
+    if (geo.width, geo.height) == (geo.resolution, geo.resolution):
+        return plane
+    pil = Image.fromarray(plane.astype(np.float32), mode="F")
+    box = geo.crop_box()
+    if box is not None:
+        pil = pil.crop(box)
+    method = Image.Resampling.NEAREST if nearest else Image.Resampling.BICUBIC
+    pil = pil.resize((geo.resolution, geo.resolution), method)
+    return np.asarray(pil, dtype=np.float32)
+
+
+def decode_image(data: bytes, *, channels: int, resolution: int, size_policy: str = "error",
+                 max_pixels: int = 50_000_000) -> tuple[np.ndarray, Geometry]:
+    """Image bytes -> ((C, R, R) float32 in [-1, 1], source geometry); raises ImageError."""
+    img = _open(data, max_pixels, "image")
+    if getattr(img, "n_frames", 1) > 1:
+        img.seek(0)
+    geo = _geometry(img, resolution, size_policy, "image")
+    arr = _match_channels(_to_float_channels(img), channels)
+    planes = [_apply(arr[..., k], geo, nearest=False) for k in range(channels)]
+    out = np.clip(np.stack(planes), 0.0, 1.0) * 2.0 - 1.0
+    return out.astype(np.float32), geo
+
+
+def decode_mask(data: bytes, geometry: Geometry, *, max_pixels: int = 50_000_000) -> np.ndarray:
+    """Mask bytes -> (1, R, R) float32 in {0, 1} (0 = missing, non-zero = known); raises ImageError."""
+    try:
+        img = _open(data, max_pixels, "mask")
+    except ImageError as exc:
+        raise ImageError("mask-unreadable", str(exc)) from None
+    if img.size != (geometry.width, geometry.height):
+        raise ImageError("mask-size", f"mask is {img.size[0]}x{img.size[1]}, image is "
+                                      f"{geometry.width}x{geometry.height}")
+    known = (_to_float_channels(img) > 0).any(axis=-1).astype(np.float32)
+    known = _apply(known, geometry, nearest=True)
+    return (known > 0.5).astype(np.float32)[None]
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """(C, H, W) float in [-1, 1] -> 8-bit PNG bytes (gray for C=1, RGB for C=3)."""
+    arr = np.clip((np.asarray(image, dtype=np.float32) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+    arr = arr[0] if arr.shape[0] == 1 else np.transpose(arr, (1, 2, 0))
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def encode_mask_png(mask: np.ndarray) -> bytes:
+    """(1, H, W) {0, 1} mask -> PNG with 0 = missing, 255 = known."""
+    buf = io.BytesIO()
+    Image.fromarray((np.asarray(mask)[0] > 0.5).astype(np.uint8) * 255).save(buf, format="PNG")
+    return buf.getvalue()
+
+

@@ -1,0 +1,134 @@
+"""The per-shard Parquet manifest: its schema, and writing (atomically, last) and reading it."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .storage import join, open_fs, write_atomic
+
+_TS = pa.timestamp("us", tz="UTC")
+
+# One row per input image. Nullable columns are null where they do not apply (an error row has no
+# output_uri, nfe or metrics; psnr/ssim/psnr_hole/lpips only exist when inputs are clean references).
+MANIFEST_SCHEMA = pa.schema([
+    pa.field("id", pa.string(), nullable=False),
+    pa.field("source_uri", pa.string(), nullable=False),
+    pa.field("mask_uri", pa.string()),
+    pa.field("output_uri", pa.string()),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("error", pa.string()),
+    pa.field("task", pa.string(), nullable=False),
+    pa.field("task_params", pa.string(), nullable=False),
+    pa.field("method", pa.string(), nullable=False),
+    pa.field("steps", pa.int32(), nullable=False),
+    pa.field("corrections", pa.int32(), nullable=False),
+    pa.field("nfe", pa.int32()),
+    pa.field("seed", pa.int64(), nullable=False),
+    pa.field("model_id", pa.string(), nullable=False),
+    pa.field("config_hash", pa.string(), nullable=False),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("known_fraction", pa.float64()),
+    pa.field("consistency", pa.float64()),
+    pa.field("psnr", pa.float64()),
+    pa.field("ssim", pa.float64()),
+    pa.field("psnr_hole", pa.float64()),
+    pa.field("lpips", pa.float64()),
+    pa.field("seconds", pa.float64(), nullable=False),
+    pa.field("worker_node", pa.string()),
+    pa.field("device", pa.string()),
+    pa.field("start_time", _TS, nullable=False),
+    pa.field("end_time", _TS, nullable=False),
+])
+MANIFEST_COLUMNS = tuple(MANIFEST_SCHEMA.names)
+_FLOAT_COLUMNS = ("known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips")
+META_CONFIG_HASH = b"restora.config_hash"
+META_SHARD_ID = b"restora.shard_id"
+
+
+def manifest_dir(output_uri: str) -> str:
+    """URI of the folder holding every shard's manifest."""
+    return join(output_uri, "manifests")
+
+
+def manifest_uri(output_uri: str, shard_id: str) -> str:
+    """URI of one shard's manifest (its commit marker)."""
+    return join(manifest_dir(output_uri), f"{shard_id}.parquet")
+
+
+def _column(name: str, values: Any) -> pa.Array:
+    field = MANIFEST_SCHEMA.field(name)
+    values = list(values)
+    if field.type == _TS:
+        micro = [None if v is None else round(float(v) * 1e6) for v in values]
+        return pa.array(micro, type=pa.int64()).cast(_TS)
+    if name in _FLOAT_COLUMNS or field.type == pa.float64():
+        clean = []
+        for v in values:
+            f = None if v is None else float(v)
+            clean.append(None if f is None or np.isnan(f) else f)
+        return pa.array(clean, type=pa.float64())
+    if pa.types.is_integer(field.type):
+        return pa.array([None if v is None or (isinstance(v, float) and np.isnan(v)) else int(v)
+                         for v in values], type=field.type)
+    return pa.array([None if v is None else str(v) for v in values], type=field.type)
+
+
+def rows_to_table(columns: Mapping[str, Iterable[Any]]) -> pa.Table:
+    """Columns (lists or numpy arrays; timestamps as float epoch seconds) -> a schema-typed table."""
+    missing = set(MANIFEST_COLUMNS) - set(columns)
+    if missing:
+        raise ValueError(f"manifest rows lack columns {sorted(missing)}")
+    arrays = [_column(name, columns[name]) for name in MANIFEST_COLUMNS]
+    return pa.Table.from_arrays(arrays, schema=MANIFEST_SCHEMA)
+
+
+def concat(tables: list[pa.Table]) -> pa.Table:
+    """One table from several manifest tables (an empty one when given none)."""
+    tables = [t.select(list(MANIFEST_COLUMNS)).cast(MANIFEST_SCHEMA) for t in tables]
+    return pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table()
+
+
+def write_manifest(table: pa.Table, uri: str, *, shard_id: str, config_hash: str,
+                   storage_options: dict[str, Any] | None = None) -> None:
+    """Write ``table`` to ``uri`` in one atomic step; config hash and shard id go in the metadata."""
+    meta = dict(table.schema.metadata or {})
+    meta[META_CONFIG_HASH] = config_hash.encode()
+    meta[META_SHARD_ID] = shard_id.encode()
+    buf = io.BytesIO()
+    pq.write_table(table.replace_schema_metadata(meta), buf, compression="zstd")
+    fs, path = open_fs(uri, storage_options)
+    write_atomic(fs, path, buf.getvalue())
+
+
+def read_manifest(uri: str, storage_options: dict[str, Any] | None = None,
+                  columns: list[str] | None = None) -> pa.Table:
+    """Read one manifest (or some of its columns)."""
+    fs, path = open_fs(uri, storage_options)
+    with fs.open(path, "rb") as handle:
+        # use_threads=False: pyarrow 26's threaded read of a Python file object can abort the
+        # interpreter at exit ("terminate called without an active exception").
+        return pq.read_table(handle, columns=columns, use_threads=False)
+
+
+def manifest_config_hash(uri: str, storage_options: dict[str, Any] | None = None) -> str | None:
+    """The config hash a committed manifest was written with; None when there is no manifest."""
+    fs, path = open_fs(uri, storage_options)
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "rb") as handle:
+        meta = pq.read_schema(handle).metadata or {}
+    value = meta.get(META_CONFIG_HASH)
+    return value.decode() if value else ""
+
+
+def params_json(params: Mapping[str, Any]) -> str:
+    """Canonical JSON text for a task-parameter dict (the manifest's ``task_params``)."""
+    return json.dumps(dict(params), sort_keys=True, separators=(",", ":"))

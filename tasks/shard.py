@@ -1,0 +1,138 @@
+"""One shard, end to end: batches through read -> restore -> write on Ray, then the manifest.
+
+``run_shard`` is plain Python over Ray (unit-testable); ``restore_shard`` is the Prefect task
+around it: one task run per shard, named after it, retried only on transient storage errors. The
+manifest is written last, as the shard's commit marker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow.compute as pc
+import ray
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from .batch_io import load_batch, write_batch
+from .manifest import concat, manifest_uri, read_manifest, rows_to_table, write_manifest
+from .planning import ShardPlan, shard_items
+from .pool import ActorPool
+from .spec import JobSpec, RunInfo
+from .storage import is_transient_storage_error
+
+# Failures of the machinery (a node or actor lost), not of the data: resubmit the batch.
+_LOST = (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError,
+         ray.exceptions.ObjectLostError, ray.exceptions.WorkerCrashedError,
+         ray.exceptions.NodeDiedError, ray.exceptions.OwnerDiedError)
+_MAX_BATCH_ATTEMPTS = 4
+
+
+def _io_options() -> dict[str, Any]:
+    return {"num_cpus": 0.25, "max_retries": 3}
+
+
+_load = ray.remote(load_batch).options(**_io_options())
+_write = ray.remote(write_batch).options(**_io_options())
+
+
+@ray.remote(num_cpus=0.25, max_retries=3)
+def _commit(shard_id: str, columns: list[dict[str, list]], redo_sources: list[str] | None,
+            spec: JobSpec, info: RunInfo) -> dict[str, int]:
+    """Write the shard's manifest (merged with the kept rows of the old one for --retry-failed)."""
+    merged: dict[str, list] = {}
+    for part in columns:
+        for key, values in part.items():
+            merged.setdefault(key, []).extend(values)
+    table = rows_to_table(merged)
+    uri = manifest_uri(spec.output_uri, shard_id)
+    if redo_sources is not None:
+        old = read_manifest(uri, spec.storage_options)
+        keep = pc.invert(pc.is_in(old["source_uri"], value_set=table["source_uri"]))
+        table = concat([old.filter(keep), table])
+    write_manifest(table, uri, shard_id=shard_id, config_hash=info.config_hash,
+                   storage_options=spec.storage_options)
+    status = table["status"].to_pylist()
+    return {"rows": len(status), "ok": status.count("ok"), "error": status.count("error")}
+
+
+def batch_requests(shard: ShardPlan, spec: JobSpec,
+                   redo_sources: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """The shard's batch requests, ``spec.batch_size`` items each (only ``redo_sources`` if given)."""
+    wanted = None if redo_sources is None else set(redo_sources)
+    if shard.kind == "images":
+        items = [it for it in shard_items(shard, spec.storage_options)
+                 if wanted is None or it["source"] in wanted]
+        for start in range(0, len(items), spec.batch_size):
+            yield {"kind": "images", "shard_id": shard.shard_id,
+                   "items": items[start:start + spec.batch_size]}
+        return
+    rows = list(range(shard.count))
+    if wanted is not None:
+        rows = [r for r in rows if f"{shard.file_uri}#row={r}" in wanted]
+    for start in range(0, len(rows), spec.batch_size):
+        yield {"kind": "parquet", "shard_id": shard.shard_id, "file": shard.file_uri,
+               "rows": rows[start:start + spec.batch_size]}
+
+
+def _submit(request: dict[str, Any], spec: JobSpec, info: RunInfo, actor: Any) -> ray.ObjectRef:
+    loaded = _load.remote(request, spec, info)
+    restored = actor.__call__.remote(loaded)
+    return _write.remote(restored, spec, info)
+
+
+def run_shard(shard: ShardPlan, spec: JobSpec, info: RunInfo, pool: ActorPool,
+              redo_sources: list[str] | None = None) -> dict[str, Any]:
+    """Restore one shard with at most ``spec.max_inflight_batches`` batches in flight; commit it."""
+    started = time.time()
+    inflight: dict[ray.ObjectRef, tuple[dict, Any, int]] = {}
+    results: list[dict[str, list]] = []
+    resubmitted = 0
+
+    def drain(until: int) -> None:
+        nonlocal resubmitted
+        while len(inflight) > until:
+            done, _ = ray.wait(list(inflight), num_returns=1)
+            request, actor, attempt = inflight.pop(done[0])
+            try:
+                results.append(ray.get(done[0]))
+            except _LOST:
+                if attempt + 1 >= _MAX_BATCH_ATTEMPTS:
+                    raise
+                resubmitted += 1
+                fresh = pool.replace(actor)
+                inflight[_submit(request, spec, info, fresh)] = (request, fresh, attempt + 1)
+
+    for request in batch_requests(shard, spec, redo_sources):
+        drain(spec.max_inflight_batches - 1)
+        actor = pool.pick()
+        inflight[_submit(request, spec, info, actor)] = (request, actor, 0)
+    drain(0)
+    counts = ray.get(_commit.remote(shard.shard_id, results, redo_sources, spec, info))
+    processed = sum(len(part["id"]) for part in results)
+    nodes = sorted({n for part in results for n in part["worker_node"] if n})
+    return {"shard_id": shard.shard_id, **counts, "processed": processed,
+            "seconds": time.time() - started, "resubmitted_batches": resubmitted,
+            "worker_nodes": nodes}
+
+
+def retry_on_transient_storage_error(task_obj: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry a shard only when it failed on a transient storage error."""
+    exc = state.data if isinstance(state.data, BaseException) else None
+    if exc is None:
+        try:
+            exc = state.result(raise_on_failure=False)
+        except Exception as err:  # noqa: BLE001 - the state carried the exception
+            exc = err
+    return isinstance(exc, BaseException) and is_transient_storage_error(exc)
+
+
+@task(name="restore-shard", task_run_name="restore {shard_id}", retries=3,
+      retry_delay_seconds=[2, 10, 30], retry_condition_fn=retry_on_transient_storage_error,
+      cache_policy=NO_CACHE, persist_result=False)
+def restore_shard(shard_id: str, shard: ShardPlan, spec: JobSpec, info: RunInfo, pool: ActorPool,
+                  redo_sources: list[str] | None = None) -> dict[str, Any]:
+    """Prefect task: restore shard ``shard_id`` and commit its manifest; returns its counts."""
+    return run_shard(shard, spec, info, pool, redo_sources)

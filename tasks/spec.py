@@ -1,0 +1,134 @@
+"""The job spec: one typed, validated description of a dataset-restoration run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Task = Literal["inpaint", "box", "random", "superres", "denoise"]
+SizePolicy = Literal["error", "resize", "center-crop"]
+InputFormat = Literal["auto", "images", "parquet"]
+InputKind = Literal["observed", "clean"]
+
+# Fields that change the restored pixels or the manifest rows; batch size, pool size and the
+# like do not (each image's noise comes from image_seed(seed, id)), so they stay out of the hash.
+_HASHED_FIELDS = ("task", "task_params", "method", "steps", "corrections", "seed", "prior",
+                  "prior_preset", "size_policy", "max_pixels", "inputs", "lpips_weights",
+                  "precision")
+
+
+class JobSpecError(ValueError):
+    """A job spec that cannot run; the message says which field and why."""
+
+
+class JobSpec(BaseModel):
+    """Everything a restoration run needs; validated once at the edge (CLI, deployment, test)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_uri: str = Field(description="folder/prefix of images, or of Parquet shards (fsspec URI)")
+    output_uri: str = Field(description="folder/prefix for images/, manifests/, plan/, summary.json")
+    masks_uri: str | None = Field(None, description="prefix of masks with the images' relative paths")
+    input_format: InputFormat = "auto"
+    task: Task = "inpaint"
+    task_params: dict[str, Any] = Field(default_factory=dict)
+    method: str = "restora_flow"
+    steps: int = Field(64, ge=1, le=10_000)
+    corrections: int = Field(1, ge=0, le=100)
+    seed: int = Field(0, ge=0)
+    prior: str = "digits32"
+    prior_preset: str | None = None
+    size_policy: SizePolicy = "error"
+    inputs: InputKind = Field(
+        "observed", description="observed: images are already degraded (production); clean: "
+        "degrade them synthetically and score against them (psnr, ssim, psnr_hole)")
+    lpips_weights: str | None = Field(
+        None, description="LPIPS AlexNet .safetensors (make weights); scores lpips when inputs are clean")
+    batch_size: int = Field(16, ge=1, le=4096)
+    shard_size: int = Field(256, ge=1, description="images per shard for folder inputs")
+    num_actors: int = Field(1, ge=1)
+    cpus_per_actor: float = Field(0.5, gt=0)
+    gpus_per_actor: float | None = Field(None, ge=0, description="None: 1 if the cluster has GPUs")
+    max_inflight_batches: int = Field(4, ge=1, description="per shard; bounds memory")
+    max_concurrent_shards: int = Field(2, ge=1)
+    max_pixels: int = Field(50_000_000, ge=1, description="decompression-bomb cap per image")
+    save_inputs: bool = False
+    precision: Literal["auto", "fp32", "tf32", "bf16"] = Field(
+        "auto", description="network precision: auto = bf16 autocast on CUDA, fp32 on CPU")
+    id_column: str = "id"
+    image_column: str = "image"
+    mask_column: str = "mask"
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("input_uri", "output_uri")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.rstrip("/") if len(value) > 1 else value
+
+    @field_validator("task_params")
+    @classmethod
+    def _json_params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            json.dumps(value, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"task_params must be JSON values: {exc}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> JobSpec:
+        if self.masks_uri and self.task != "inpaint":
+            raise ValueError(f"masks_uri is only used by task 'inpaint', not '{self.task}'")
+        if self.task == "denoise" and self.method != "restora_flow_denoise":
+            raise ValueError("task 'denoise' needs method 'restora_flow_denoise'")
+        if self.task != "denoise" and self.method == "restora_flow_denoise":
+            raise ValueError(f"method 'restora_flow_denoise' is for task 'denoise', not '{self.task}'")
+        if self.input_uri == self.output_uri:
+            raise ValueError("output_uri must differ from input_uri")
+        return self
+
+    @property
+    def uses_references(self) -> bool:
+        """Whether inputs are clean references the restored images are scored against."""
+        return self.inputs == "clean"
+
+    def config_hash(self, model_id: str = "") -> str:
+        """sha256 (16 hex) of the fields that change results, plus the prior's weights hash."""
+        payload = {name: getattr(self, name) for name in _HASHED_FIELDS}
+        payload["model_id"] = model_id
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def parse_spec(data: dict[str, Any]) -> JobSpec:
+    """Build a JobSpec, turning pydantic's report into one JobSpecError line per problem."""
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "spec"
+            problems.append(f"{where}: {err['msg']}")
+        raise JobSpecError("invalid job spec: " + "; ".join(problems)) from None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What validating a spec resolved: the prior's identity and shape, and the config hash."""
+
+    model_id: str
+    config_hash: str
+    channels: int
+    resolution: int
+
+    def input_resolution(self, spec: JobSpec, params: dict[str, Any] | None = None) -> int:
+        """Side inputs are decoded to: the prior's, or 1/factor of it for observed superres."""
+        if spec.task == "superres" and spec.inputs == "observed":
+            factor = int({**spec.task_params, **(params or {})}.get("factor", 2))
+            return self.resolution // factor
+        return self.resolution

@@ -1,0 +1,119 @@
+"""fsspec helpers: open a URI, list files, write atomically, classify transient errors."""
+
+from __future__ import annotations
+
+import errno
+import posixpath
+import uuid
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+# Object stores make a single PUT visible all at once (multipart uploads too), so writing in
+# place is atomic there; on file-like stores we write a temporary name and rename it.
+_OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory", "r2"}
+_TRANSIENT_ERRNOS = {errno.ECONNRESET, errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EPIPE,
+                     errno.EAGAIN, errno.EBUSY, errno.ENETUNREACH, errno.EHOSTUNREACH}
+_TRANSIENT_WORDS = ("slowdown", "slow down", "service unavailable", "serviceunavailable",
+                    "internal error", "internalerror", "throttl", "timed out", "timeout",
+                    "connection reset", "connection aborted", "temporarily", "503", "500 ")
+
+
+class TransientStorageError(OSError):
+    """A storage failure worth retrying (network, throttling, 5xx)."""
+
+
+def open_fs(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path without protocol) for any fsspec URI."""
+    return url_to_fs(uri, **(storage_options or {}))
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join URI path parts with '/', keeping the protocol of ``uri``."""
+    out = uri.rstrip("/")
+    for part in parts:
+        if part:
+            out = f"{out}/{part.strip('/')}"
+    return out
+
+
+def full_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """The protocol-qualified URI of ``path`` on ``fs`` (plain path for local files)."""
+    if _protocol(fs) in ("file", "local"):
+        return path
+    return fs.unstrip_protocol(path)
+
+
+def _protocol(fs: fsspec.AbstractFileSystem) -> str:
+    proto = fs.protocol
+    return proto[0] if isinstance(proto, (tuple, list)) else proto
+
+
+def is_object_store(fs: fsspec.AbstractFileSystem) -> bool:
+    """True for stores where one PUT is atomic (S3, GCS, Azure, memory)."""
+    return _protocol(fs) in _OBJECT_STORES
+
+
+def list_files(fs: fsspec.AbstractFileSystem, root: str, suffixes: tuple[str, ...]) -> list[str]:
+    """Sorted paths relative to ``root`` of files under it whose lower-cased name ends in a suffix."""
+    root = root.rstrip("/")
+    if not fs.exists(root):
+        return []
+    found = fs.find(root, withdirs=False)
+    rel = []
+    for path in found:
+        name = posixpath.basename(path)
+        if name.startswith(".") or not name.lower().endswith(suffixes):
+            continue
+        rel.append(posixpath.relpath(path, root))
+    return sorted(rel)
+
+
+def read_bytes(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
+    """Whole file as bytes."""
+    return fs.cat_file(path)
+
+
+def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write ``data`` so that readers see either nothing or the whole file, never a part."""
+    parent = posixpath.dirname(path)
+    if is_object_store(fs):
+        fs.pipe_file(path, data)
+        return
+    fs.makedirs(parent, exist_ok=True)
+    tmp = posixpath.join(parent, f".{posixpath.basename(path)}.tmp-{uuid.uuid4().hex}")
+    try:
+        with fs.open(tmp, "wb") as handle:
+            handle.write(data)
+        fs.mv(tmp, path)
+    except BaseException:
+        try:
+            fs.rm(tmp)
+        except (OSError, FileNotFoundError):
+            pass
+        raise
+
+
+def is_transient_storage_error(exc: BaseException | None) -> bool:
+    """Whether an exception (or one it wraps) looks like a retryable storage failure."""
+    seen = 0
+    while exc is not None and seen < 10:
+        seen += 1
+        if isinstance(exc, TransientStorageError):
+            return True
+        if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            return False
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return True
+        name = type(exc).__name__
+        if name in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
+                    "ClientConnectionError", "ServerDisconnectedError", "ClientOSError",
+                    "ServerTimeoutError", "ConnectionClosedError"):
+            return True
+        if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
+            return True
+        if isinstance(exc, OSError) and any(w in str(exc).lower() for w in _TRANSIENT_WORDS):
+            return True
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    return False

@@ -1,0 +1,56 @@
+"""Fail fast: check a job spec against the world (storage, prior) before any work starts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .spec import JobSpec, JobSpecError, RunInfo
+from .storage import is_object_store, open_fs
+
+
+def _check_location(uri: str, field: str, storage_options: dict[str, Any], must_exist: bool) -> None:
+    try:
+        fs, path = open_fs(uri, storage_options)
+    except (ValueError, ImportError) as exc:
+        raise JobSpecError(f"{field}: cannot open '{uri}': {exc}") from None
+    try:
+        if is_object_store(fs):
+            bucket = path.split("/", 1)[0]
+            if not fs.exists(bucket):
+                raise JobSpecError(f"{field}: bucket '{bucket}' of '{uri}' does not exist")
+        if must_exist and not fs.exists(path):
+            raise JobSpecError(f"{field}: '{uri}' does not exist")
+    except JobSpecError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any storage failure is a spec problem here
+        raise JobSpecError(f"{field}: cannot reach '{uri}': {type(exc).__name__}: {exc}") from None
+
+
+def validate_job(spec: JobSpec) -> RunInfo:
+    """Check storage, method and prior; return the resolved RunInfo or raise one JobSpecError."""
+    from restora_core import METHODS, load_prior
+
+    if spec.method not in METHODS:
+        raise JobSpecError(f"method: unknown method '{spec.method}'; expected one of {METHODS}")
+    _check_location(spec.input_uri, "input_uri", spec.storage_options, must_exist=True)
+    if spec.masks_uri:
+        _check_location(spec.masks_uri, "masks_uri", spec.storage_options, must_exist=True)
+    _check_location(spec.output_uri, "output_uri", spec.storage_options, must_exist=False)
+    try:
+        prior = load_prior(spec.prior, preset=spec.prior_preset,
+                           storage_options=spec.storage_options)
+    except Exception as exc:  # noqa: BLE001 - report any load failure as one line
+        raise JobSpecError(f"prior: cannot load '{spec.prior}': {type(exc).__name__}: {exc}") from None
+    if spec.task == "superres":
+        factor = int(spec.task_params.get("factor", 2))
+        if factor < 1 or prior.resolution % factor:
+            raise JobSpecError(f"task_params.factor: {factor} does not divide the prior's "
+                               f"resolution {prior.resolution}")
+    if spec.lpips_weights:
+        from restora_core.metrics import lpips_available
+
+        if not lpips_available(spec.lpips_weights):
+            raise JobSpecError(f"lpips_weights: no LPIPS weights at '{spec.lpips_weights}' "
+                               "(build them with `make weights`)")
+    return RunInfo(model_id=prior.model_id, config_hash=spec.config_hash(prior.model_id),
+                   channels=prior.channels, resolution=prior.resolution)

@@ -1,0 +1,161 @@
+"""The device stage: a callable class that loads the prior once and restores batches.
+
+Ray runs it as an actor (``ray.remote(RestoreWorker)``); resources (GPUs, CPUs, pool size) are
+chosen where the pool is launched (``tasks.pool``), never here. ``__call__`` maps the
+``dict[str, np.ndarray]`` batch from ``load_batch`` to the same batch plus the restored images,
+per-image status/error, nfe, metrics, device and node, all as columns.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from restora_core import load_prior, restore
+from restora_core.metrics import consistency, psnr, psnr_hole, ssim
+from restora_core.metrics.lpips import LPIPS_MIN_SIZE
+from restora_core.observations import make_observation, simulate_observation
+from restora_core.runtime import RuntimeConfig
+from restora_core.seeding import image_seed
+
+from .spec import JobSpec, RunInfo
+
+METRIC_COLUMNS = ("known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips")
+
+
+def _node_id() -> str:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001, S110 - outside Ray, fall back to the host name
+        pass
+    return socket.gethostname()
+
+
+def _generator(seed: int) -> torch.Generator:
+    gen = torch.Generator()
+    gen.manual_seed(int(seed))
+    return gen
+
+
+class RestoreWorker:
+    """Holds one prior on one device; ``__call__`` restores a decoded batch."""
+
+    def __init__(self, spec: JobSpec, info: RunInfo, threads: int | None = None):
+        """Load the prior once (on CUDA when this worker was given a GPU, else CPU)."""
+        if threads:
+            torch.set_num_threads(max(1, int(threads)))
+        self.spec = spec
+        self.info = info
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        prior = load_prior(spec.prior, preset=spec.prior_preset,
+                           storage_options=spec.storage_options)
+        if prior.model_id != info.model_id:
+            raise RuntimeError(f"prior '{spec.prior}' changed during the run: weights hash "
+                               f"{prior.model_id[:12]} != validated {info.model_id[:12]}")
+        self.prior = prior.prepare(self.device, RuntimeConfig(precision=spec.precision))
+        self.node = _node_id()
+        self.lpips = None
+        if spec.lpips_weights and spec.uses_references:
+            from restora_core.metrics import LPIPS
+
+            self.lpips = LPIPS(spec.lpips_weights).to(self.device)
+
+    def _observe(self, image: np.ndarray, mask: np.ndarray | None, params: dict[str, Any],
+                 row_id: str):
+        x = torch.from_numpy(np.ascontiguousarray(image))[None]
+        m = None if mask is None else torch.from_numpy(np.ascontiguousarray(mask))[None]
+        gen = _generator(image_seed(self.spec.seed, f"{row_id}#observation"))
+        if self.spec.uses_references:
+            return simulate_observation(self.spec.task, x, params=params, generator=gen, mask=m)
+        return make_observation(self.spec.task, x, params=params, generator=gen, mask=m)
+
+    def _restore_group(self, rows: list[int], batch: dict[str, np.ndarray],
+                       params: dict[str, Any], out: dict[str, Any]) -> None:
+        obs = [self._observe(batch["image"][i], batch["mask"][i], params, batch["id"][i])
+               for i in rows]
+        y = torch.cat([o.y for o in obs])
+        mask = None if obs[0].mask is None else torch.cat([o.mask for o in obs])
+        kwargs: dict[str, Any] = {}
+        if obs[0].sigma is not None:
+            kwargs["sigma"] = obs[0].sigma
+        result = restore(self.prior, y, mask, method=self.spec.method, steps=self.spec.steps,
+                         corrections=self.spec.corrections,
+                         seed=[int(batch["seed"][i]) for i in rows], **kwargs)
+        x = result.images.float().cpu()
+        y_cpu = y.float().cpu()
+        m_cpu = None if mask is None else mask.float().cpu()
+        metrics = {"known_fraction": (torch.ones(len(rows)) if m_cpu is None
+                                      else m_cpu.flatten(1).mean(1)),
+                   "consistency": consistency(x, y_cpu, m_cpu)}
+        if self.spec.uses_references:
+            ref = torch.from_numpy(np.stack([batch["image"][i] for i in rows])).float()
+            if ref.shape == x.shape:
+                metrics["psnr"] = psnr(x, ref)
+                if min(x.shape[-2:]) >= 11:
+                    metrics["ssim"] = ssim(x, ref)
+                if m_cpu is not None:
+                    metrics["psnr_hole"] = psnr_hole(x, ref, m_cpu)
+                if self.lpips is not None and min(x.shape[-2:]) >= LPIPS_MIN_SIZE:
+                    with torch.inference_mode():
+                        metrics["lpips"] = self.lpips(x.to(self.device), ref.to(self.device)).cpu()
+        for k, i in enumerate(rows):
+            out["restored"][i] = x[k].numpy()
+            out["nfe"][i] = result.nfe
+            if self.spec.save_inputs:
+                out["observed"][i] = y_cpu[k].numpy()
+                out["obs_mask"][i] = None if m_cpu is None else m_cpu[k].numpy()
+            for name, values in metrics.items():
+                value = float(values.reshape(-1)[k])
+                out[name][i] = value if np.isfinite(value) else np.nan
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Restore every ``status == "ok"`` row; failures become error rows, never exceptions."""
+        n = len(batch["id"])
+        out: dict[str, Any] = {"restored": [None] * n, "observed": [None] * n,
+                               "obs_mask": [None] * n, "nfe": [None] * n}
+        for name in METRIC_COLUMNS:
+            out[name] = [np.nan] * n
+        status = list(batch["status"])
+        error = list(batch["error"])
+        groups: dict[str, list[int]] = {}
+        for i in range(n):
+            if status[i] == "ok":
+                groups.setdefault(batch["task_params"][i], []).append(i)
+        for params_text, rows in groups.items():
+            params = json.loads(params_text)
+            try:
+                self._restore_group(rows, batch, params, out)
+            except (ValueError, RuntimeError) as exc:
+                if len(rows) == 1:
+                    status[rows[0]], error[rows[0]] = "error", f"restore-failed: {exc}"
+                    continue
+                for i in rows:  # isolate the image that fails
+                    try:
+                        self._restore_group([i], batch, params, out)
+                    except (ValueError, RuntimeError) as single:
+                        status[i], error[i] = "error", f"restore-failed: {single}"
+        result = {k: v for k, v in batch.items() if k not in ("image", "mask")}
+        result["status"] = _objects(status)
+        result["error"] = _objects(error)
+        for key, values in out.items():
+            result[key] = _objects(values) if key in ("restored", "observed", "obs_mask", "nfe") \
+                else np.asarray(values, dtype=np.float64)
+        result["device"] = _objects([self.device] * n)
+        result["worker_node"] = _objects([self.node] * n)
+        result["restore_end"] = np.full(n, time.time())
+        return result
+
+
+def _objects(values: list[Any]) -> np.ndarray:
+    arr = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        arr[i] = v
+    return arr

@@ -1,0 +1,197 @@
+"""Real parts for integration tests: moto's S3 server, a local Ray, Prefect's test harness.
+
+The environment Ray and Prefect read at import is set here, before anything imports them.
+Every server a fixture starts, that fixture stops.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_RUN_DIR = Path(tempfile.mkdtemp(prefix="rit-"))
+for _key, _value in {
+    "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_TMPDIR": str(_RUN_DIR / "ray"),
+    "PREFECT_HOME": str(_RUN_DIR / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "60",
+    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}.items():
+    os.environ.setdefault(_key, _value)
+Path(os.environ["RAY_TMPDIR"]).mkdir(parents=True, exist_ok=True)
+
+import logging
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PRIOR_CONFIG = {"input_channels": 1, "input_height": 16, "ch": 32, "ch_mult": (1, 2),
+                "num_res_blocks": 1, "attn_resolutions": ()}
+FAST = {"steps": 4, "corrections": 1, "batch_size": 4, "num_actors": 2}
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """Environment for a child process: this one's plus the repo on PYTHONPATH."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.pop("PREFECT_API_URL", None)
+    env.update(extra)
+    return env
+
+
+def restora_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240,
+                check: bool = True) -> subprocess.CompletedProcess:
+    """Run `python -m flows.cli ...` in a fresh process (its own Ray, Prefect ephemeral)."""
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO,
+                          env=env or child_env(), capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"restora {' '.join(args)} exited {proc.returncode}\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def stop_process_group(proc: subprocess.Popen, grace: float = 15) -> None:
+    """SIGTERM a child's process group, then SIGKILL what is left."""
+    import signal
+
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=grace)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=10)
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
+    """Poll ``predicate`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def tiny_prior(tmp_path_factory) -> str:
+    """A random 16x16 gray UNet prior on disk (restoration quality is not under test here)."""
+    import torch
+
+    from restora_core import save_prior
+    from restora_core.models import build_model
+
+    torch.manual_seed(0)
+    path = str(tmp_path_factory.mktemp("prior") / "tiny16.safetensors")
+    save_prior(build_model(PRIOR_CONFIG), {"architecture": PRIOR_CONFIG, "name": "tiny16"}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3-compatible server on 127.0.0.1 (a real HTTP server, in-process)."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture()
+def s3(s3_endpoint, request):
+    """(s3fs filesystem, storage_options, bucket) with a fresh bucket for this test."""
+    import s3fs
+
+    options = {"key": "testing", "secret": "testing", "endpoint_url": s3_endpoint}
+    fs = s3fs.S3FileSystem(**options)
+    bucket = "b-" + request.node.name.lower().replace("_", "-")[:50].strip("-")
+    fs.mkdir(bucket)
+    fs.invalidate_cache()
+    return fs, options, bucket
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the in-process tests (fractional-CPU actors avoid the 2-CPU deadlock)."""
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """Prefect's test harness: a temporary API server and database for this session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture()
+def pipeline(ray_local, prefect_harness):
+    """Ray and Prefect both up, for calling the flow in-process."""
+    from flows.restore_dataset import restore_dataset
+
+    return restore_dataset
+
+
+def gray_images(n: int, size: int = 16, seed: int = 0) -> list[np.ndarray]:
+    """``n`` smooth random gray uint8 images of ``size`` x ``size``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        base = rng.integers(0, 255, (4, 4)).astype(np.float32)
+        img = np.kron(base, np.ones((size // 4, size // 4), np.float32))
+        out.append(img.astype(np.uint8))
+    return out
+
+
+def png(array: np.ndarray) -> bytes:
+    """PNG bytes of an array."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 1024)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")

@@ -1,0 +1,219 @@
+"""The restore-dataset flow in-process against moto S3, a local Ray and Prefect's harness."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from tasks.manifest import MANIFEST_COLUMNS
+from tasks.spec import JobSpec
+
+from .conftest import FAST, bomb_png, gray_images, png
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+def _read_manifests(fs, prefix: str) -> pa.Table:
+    files = sorted(fs.glob(f"{prefix}/manifests/*.parquet"))
+    return pa.concat_tables([pq.read_table(fs.open(f, "rb")) for f in files])
+
+
+def test_s3_images_and_masks_are_restored_to_s3_with_manifests(pipeline, s3, tiny_prior,
+                                                                s3_endpoint):
+    fs, options, bucket = s3
+    images = gray_images(10)
+    for i, img in enumerate(images):
+        sub = "a/" if i % 2 else ""
+        fs.pipe(f"{bucket}/in/{sub}img{i}.png", png(img))
+        mask = np.full((16, 16), 255, np.uint8)
+        mask[4:12, 4:12] = 0
+        fs.pipe(f"{bucket}/masks/{sub}img{i}.png", png(mask))
+    spec = JobSpec(input_uri=f"s3://{bucket}/in", masks_uri=f"s3://{bucket}/masks",
+                   output_uri=f"s3://{bucket}/out", task="inpaint", prior=tiny_prior,
+                   shard_size=4, storage_options=options, **FAST)
+
+    summary = pipeline(spec=spec)
+
+    assert summary["images"] == {"total": 10, "ok": 10, "error": 0}
+    assert summary["shards"]["total"] == 3 and summary["shards"]["run"] == 3
+    fs.invalidate_cache()
+    restored = fs.find(f"{bucket}/out/images")
+    assert len(restored) == 10 and f"{bucket}/out/images/a/img1.png" in restored
+    out = np.asarray(Image.open(io.BytesIO(fs.cat(f"{bucket}/out/images/a/img1.png"))))
+    known = np.ones((16, 16), bool)
+    known[4:12, 4:12] = False
+    assert out.shape == (16, 16)
+    # Known pixels stay close to the input (a random prior fills the hole with anything).
+    assert np.abs(out[known].astype(float) - images[1][known]).mean() < 40
+
+    # pyarrow's own S3 filesystem reads the manifests back (it ignores AWS_ENDPOINT_URL).
+    from pyarrow import fs as pafs
+
+    host = s3_endpoint.split("://", 1)[1]
+    arrow_s3 = pafs.S3FileSystem(access_key="testing", secret_key="testing",
+                                 endpoint_override=host, scheme="http")
+    table = pq.read_table(f"{bucket}/out/manifests", filesystem=arrow_s3)
+    assert table.schema.names == list(MANIFEST_COLUMNS)
+    assert table.num_rows == 10 and set(table["status"].to_pylist()) == {"ok"}
+    assert table["mask_uri"].null_count == 0
+    assert set(table["nfe"].to_pylist()) == {4 + 2 * (4 - 1)}
+    assert min(table["known_fraction"].to_pylist()) == pytest.approx(0.75)
+    assert table["output_uri"][0].as_py().startswith(f"s3://{bucket}/out/images/")
+    plan = json.loads(fs.cat(f"{bucket}/out/plan/plan.json"))
+    assert [s["shard_id"] for s in plan["shards"]] == ["shard-00000", "shard-00001", "shard-00002"]
+    stored = json.loads(fs.cat(f"{bucket}/out/summary.json"))
+    assert stored["images"]["ok"] == 10 and stored["throughput_images_per_s"] > 0
+
+
+def _hf_struct(data: bytes | None, path: str | None) -> dict:
+    return {"bytes": data, "path": path}
+
+
+def test_parquet_shards_raw_bytes_and_hugging_face_structs(pipeline, s3, tiny_prior):
+    fs, options, bucket = s3
+    imgs = gray_images(7, seed=1)
+    raw = pa.table({"id": [f"r{i}" for i in range(4)], "image": [png(x) for x in imgs[:4]],
+                    "task_params": [None, json.dumps({"box_size": 4}), None, None]})
+    fs.pipe(f"{bucket}/side/side.png", png(imgs[6]))
+    struct_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    hf = pa.table({"id": ["h0", "h1", "h2"],
+                   "image": pa.array([_hf_struct(png(imgs[4]), "h0.png"),
+                                      _hf_struct(png(imgs[5]), None),
+                                      _hf_struct(None, f"s3://{bucket}/side/side.png")], type=struct_type)})
+    with fs.open(f"{bucket}/pq/part-0.parquet", "wb") as f:
+        pq.write_table(raw, f, row_group_size=3)
+    with fs.open(f"{bucket}/pq/part-1.parquet", "wb") as f:
+        pq.write_table(hf, f)
+    spec = JobSpec(input_uri=f"s3://{bucket}/pq", output_uri=f"s3://{bucket}/out", task="box",
+                   input_format="parquet", inputs="clean", prior=tiny_prior, storage_options=options, **FAST)
+
+    summary = pipeline(spec=spec)
+
+    assert summary["images"] == {"total": 7, "ok": 7, "error": 0}
+    table = _read_manifests(fs, f"{bucket}/out").to_pandas().set_index("id")
+    assert json.loads(table.loc["r1", "task_params"]) == {"box_size": 4}
+    assert table.loc["r1", "known_fraction"] == pytest.approx(1 - 16 / 256)
+    assert table.loc["h2", "source_uri"].endswith("part-1.parquet#row=2")
+    assert table["psnr"].notna().all() and table["ssim"].notna().all()
+    fs.invalidate_cache()
+    assert fs.exists(f"{bucket}/out/images/shard-00001/h2.png")
+
+
+def test_bad_inputs_become_error_rows_and_the_rest_is_restored(pipeline, tmp_path, tiny_prior):
+    src, masks = tmp_path / "in", tmp_path / "masks"
+    src.mkdir()
+    masks.mkdir()
+    good = gray_images(3)
+    full = np.full((16, 16), 255, np.uint8)
+    for i, img in enumerate(good):
+        (src / f"good{i}.png").write_bytes(png(img))
+        (masks / f"good{i}.png").write_bytes(png(full))
+    whole = png(good[0])
+    (src / "truncated.png").write_bytes(whole[: len(whole) // 2])
+    (masks / "truncated.png").write_bytes(png(full))
+    (src / "notes.png").write_bytes(b"these are not pixels")
+    (masks / "notes.png").write_bytes(png(full))
+    (src / "bomb.png").write_bytes(bomb_png())
+    (masks / "bomb.png").write_bytes(png(full))
+    (src / "nomask.png").write_bytes(png(good[1]))
+    (src / "wrongmask.png").write_bytes(png(good[2]))
+    (masks / "wrongmask.png").write_bytes(png(np.full((8, 8), 255, np.uint8)))
+    (src / "big.png").write_bytes(png(np.zeros((20, 20), np.uint8)))
+    (masks / "big.png").write_bytes(png(np.zeros((20, 20), np.uint8)))
+    spec = JobSpec(input_uri=str(src), masks_uri=str(masks), output_uri=str(tmp_path / "out"),
+                   task="inpaint", prior=tiny_prior, **FAST)
+
+    summary = pipeline(spec=spec)
+
+    rows = pq.read_table(tmp_path / "out" / "manifests").to_pandas().set_index("id")
+    assert summary["images"] == {"total": 9, "ok": 3, "error": 6}
+    assert set(rows.index[rows.status == "ok"]) == {"good0", "good1", "good2"}
+    causes = {i: rows.loc[i, "error"].split(":")[0] for i in rows.index[rows.status == "error"]}
+    assert causes == {"truncated": "truncated", "notes": "not-an-image", "bomb": "too-large",
+                      "nomask": "mask-missing", "wrongmask": "mask-size", "big": "size"}
+    assert "decompression bomb" in rows.loc["bomb", "error"]
+    assert rows.loc["wrongmask", "error"] == "mask-size: mask is 8x8, image is 16x16"
+    assert rows.loc[rows.status == "error", "output_uri"].isna().all()
+    assert summary["errors_by_cause"]["too-large"] == 1
+    assert sorted(p.name for p in (tmp_path / "out" / "images").iterdir()) == [
+        "good0.png", "good1.png", "good2.png"]
+
+
+def test_an_id_that_escapes_the_output_prefix_is_an_error_row(pipeline, tmp_path, tiny_prior):
+    imgs = gray_images(3, seed=2)
+    table = pa.table({"id": ["ok-1", "../../escaped", "nested/ok-2"],
+                      "image": [png(x) for x in imgs]})
+    (tmp_path / "pq").mkdir()
+    pq.write_table(table, tmp_path / "pq" / "part.parquet")
+    out = tmp_path / "data" / "out"
+    spec = JobSpec(input_uri=str(tmp_path / "pq"), output_uri=str(out), task="box",
+                   prior=tiny_prior, **FAST)
+
+    summary = pipeline(spec=spec)
+
+    rows = pq.read_table(out / "manifests").to_pandas()
+    assert summary["images"] == {"total": 3, "ok": 2, "error": 1}
+    bad = rows[rows.status == "error"].iloc[0]
+    assert bad["error"].startswith("unsafe-id:") and "../../escaped" in bad["error"]
+    assert not (tmp_path / "escaped.png").exists() and not (tmp_path / "data" / "escaped.png").exists()
+    assert (out / "images" / "shard-00000" / "nested" / "ok-2.png").exists()
+
+
+def test_rerun_skips_committed_shards_retry_failed_redoes_errors_overwrite_redoes_all(
+        pipeline, tmp_path, tiny_prior):
+    src = tmp_path / "in"
+    src.mkdir()
+    imgs = gray_images(8, seed=3)
+    for i, img in enumerate(imgs):
+        (src / f"img{i}.png").write_bytes(png(img))
+    (src / "img3.png").write_bytes(b"corrupt")
+    out = tmp_path / "out"
+    spec = JobSpec(input_uri=str(src), output_uri=str(out), task="box", prior=tiny_prior,
+                   shard_size=4, **FAST)
+    first = pipeline(spec=spec)
+    assert first["images"] == {"total": 8, "ok": 7, "error": 1}
+    manifests = out / "manifests"
+    stamp = {p.name: p.stat().st_mtime_ns for p in manifests.iterdir()}
+    before = pq.read_table(manifests / "shard-00000.parquet").to_pandas().set_index("id")
+
+    # A new file in the input does not change the stored plan.
+    (src / "img9.png").write_bytes(png(imgs[0]))
+    again = pipeline(spec=spec)
+    assert again["shards"] == {"total": 2, "committed": 2, "run": 0, "skipped": 2, "failed": 0}
+    assert {p.name: p.stat().st_mtime_ns for p in manifests.iterdir()} == stamp
+
+    (src / "img3.png").write_bytes(png(imgs[3]))
+    retried = pipeline(spec=spec, retry_failed=True)
+    assert retried["shards"]["run"] == 1 and retried["processed_this_run"] == 1
+    assert retried["images"] == {"total": 8, "ok": 8, "error": 0}
+    after = pq.read_table(manifests / "shard-00000.parquet").to_pandas().set_index("id")
+    assert after.loc["img3", "status"] == "ok"
+    for kept in ("img0", "img1", "img2"):  # rows that were fine are not redone
+        assert after.loc[kept, "end_time"] == before.loc[kept, "end_time"]
+    assert (manifests / "shard-00001.parquet").stat().st_mtime_ns == stamp["shard-00001.parquet"]
+
+    changed = pipeline(spec=spec.model_copy(update={"steps": 5}))
+    assert changed["shards"]["run"] == 2  # another config hash: nothing is skipped
+    overwritten = pipeline(spec=spec.model_copy(update={"steps": 5}), overwrite=True)
+    assert overwritten["shards"]["run"] == 3 and overwritten["images"]["total"] == 9
+
+
+def test_same_image_same_pixels_whatever_the_batching(pipeline, tmp_path, tiny_prior):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, img in enumerate(gray_images(5, seed=4)):
+        (src / f"img{i}.png").write_bytes(png(img))
+    base = {"input_uri": str(src), "task": "random", "prior": tiny_prior, "steps": 4}
+    pipeline(spec=JobSpec(output_uri=str(tmp_path / "a"), batch_size=5, num_actors=1, **base))
+    pipeline(spec=JobSpec(output_uri=str(tmp_path / "b"), batch_size=2, num_actors=2,
+                          shard_size=2, **base))
+    for i in range(5):
+        a = (tmp_path / "a" / "images" / f"img{i}.png").read_bytes()
+        b = (tmp_path / "b" / "images" / f"img{i}.png").read_bytes()
+        assert a == b

@@ -1,0 +1,127 @@
+"""Job spec validation and hashing; the manifest schema and its atomic writes."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tasks.manifest import (
+    MANIFEST_COLUMNS,
+    MANIFEST_SCHEMA,
+    manifest_config_hash,
+    read_manifest,
+    rows_to_table,
+    write_manifest,
+)
+from tasks.spec import JobSpecError, parse_spec
+from tasks.storage import is_transient_storage_error, open_fs, write_atomic
+from tasks.summary import error_cause, markdown_summary, summarize
+from tasks.validate import validate_job
+
+BASE = {"input_uri": "/in", "output_uri": "/out", "task": "box"}
+
+
+def test_unknown_task_fails_with_one_message_naming_the_field():
+    with pytest.raises(JobSpecError) as err:
+        parse_spec({**BASE, "task": "colorize"})
+    assert "task" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unknown_field_and_bad_numbers_are_refused():
+    with pytest.raises(JobSpecError, match="bogus"):
+        parse_spec({**BASE, "bogus": 1})
+    with pytest.raises(JobSpecError, match="steps"):
+        parse_spec({**BASE, "steps": 0})
+
+
+def test_config_hash_ignores_throughput_knobs_but_not_results():
+    a = parse_spec(BASE)
+    assert a.config_hash("m") == parse_spec({**BASE, "batch_size": 3, "num_actors": 4}).config_hash("m")
+    assert a.config_hash("m") != parse_spec({**BASE, "steps": 8}).config_hash("m")
+    assert a.config_hash("m") != a.config_hash("other-weights")
+
+
+def test_missing_input_and_unloadable_prior_fail_fast(tmp_path):
+    with pytest.raises(JobSpecError, match="input_uri: .* does not exist"):
+        validate_job(parse_spec({**BASE, "input_uri": str(tmp_path / "nope"),
+                                 "output_uri": str(tmp_path / "out")}))
+    bad_prior = tmp_path / "broken.safetensors"
+    bad_prior.write_bytes(b"not weights")
+    with pytest.raises(JobSpecError, match="prior: cannot load"):
+        validate_job(parse_spec({**BASE, "input_uri": str(tmp_path), "prior": str(bad_prior),
+                                 "output_uri": str(tmp_path / "out")}))
+
+
+def _row(i: int, status: str = "ok") -> dict:
+    return {"id": f"img{i}", "source_uri": f"/in/img{i}.png", "mask_uri": None,
+            "output_uri": f"/out/images/img{i}.png" if status == "ok" else None,
+            "status": status, "error": None if status == "ok" else "truncated: half a file",
+            "task": "box", "task_params": "{}", "method": "restora_flow", "steps": 4,
+            "corrections": 1, "nfe": 10 if status == "ok" else None, "seed": 2**62 + i,
+            "model_id": "abc", "config_hash": "h", "width": 16, "height": 16,
+            "known_fraction": 0.9, "consistency": 0.01, "psnr": 20.0 + i, "ssim": 0.5,
+            "psnr_hole": float("nan"), "lpips": None, "seconds": 0.5, "worker_node": "n1",
+            "device": "cpu", "start_time": 1.7e9, "end_time": 1.7e9 + 0.5}
+
+
+def test_manifest_round_trips_with_proper_types(tmp_path):
+    rows = [_row(0), _row(1, "error")]
+    table = rows_to_table({k: [r[k] for r in rows] for k in MANIFEST_COLUMNS})
+    uri = str(tmp_path / "manifests" / "shard-00000.parquet")
+    write_manifest(table, uri, shard_id="shard-00000", config_hash="h")
+    back = pq.read_table(uri)
+    assert back.schema.names == list(MANIFEST_COLUMNS)
+    assert back.schema.field("seed").type == pa.int64()
+    assert back.schema.field("start_time").type == pa.timestamp("us", tz="UTC")
+    assert back["psnr_hole"].null_count == 2  # NaN is stored as null
+    assert manifest_config_hash(uri) == "h"
+    df = back.to_pandas()
+    assert str(df["steps"].dtype) == "int32" and df.loc[1, "status"] == "error"
+    assert read_manifest(uri).equals(back)
+    assert not [p for p in (tmp_path / "manifests").iterdir() if p.name.startswith(".")]
+
+
+def test_schema_is_exactly_the_documented_columns():
+    assert MANIFEST_SCHEMA.names == [
+        "id", "source_uri", "mask_uri", "output_uri", "status", "error", "task", "task_params",
+        "method", "steps", "corrections", "nfe", "seed", "model_id", "config_hash", "width",
+        "height", "known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips",
+        "seconds", "worker_node", "device", "start_time", "end_time"]
+
+
+def test_atomic_write_leaves_old_file_when_it_fails(tmp_path, monkeypatch):
+    fs, path = open_fs(str(tmp_path / "f.bin"))
+    write_atomic(fs, path, b"old")
+
+    def crash(*args, **kwargs):
+        raise OSError("killed before the rename")
+
+    monkeypatch.setattr(fs, "mv", crash)
+    with pytest.raises(OSError):
+        write_atomic(fs, path, b"new")
+    assert (tmp_path / "f.bin").read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_only_transient_storage_errors_are_retryable():
+    assert is_transient_storage_error(ConnectionResetError("reset"))
+    assert is_transient_storage_error(TimeoutError())
+    assert is_transient_storage_error(OSError("SlowDown: please reduce your request rate"))
+    assert not is_transient_storage_error(FileNotFoundError("gone"))
+    assert not is_transient_storage_error(ValueError("corrupt"))
+    wrapped = RuntimeError("shard failed")
+    wrapped.__cause__ = ConnectionError("socket closed")
+    assert is_transient_storage_error(wrapped)
+
+
+def test_summary_counts_errors_by_cause_and_averages_metrics():
+    rows = [_row(0), _row(1), _row(2, "error")]
+    table = rows_to_table({k: [r[k] for r in rows] for k in MANIFEST_COLUMNS})
+    summary = summarize([table])
+    assert summary["images"] == {"total": 3, "ok": 2, "error": 1}
+    assert summary["errors_by_cause"] == {"truncated": 1}
+    assert summary["metric_means"]["psnr"] == pytest.approx(20.5)
+    summary["shards"] = {"total": 1, "run": 1, "skipped": 0}
+    assert "| errors: truncated | 1 |" in markdown_summary(summary)
+    assert error_cause("restore-failed: nan") == "restore-failed"
