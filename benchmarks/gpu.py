@@ -139,8 +139,8 @@ def run(args: argparse.Namespace) -> dict:
     for mode in ("fp32", "bf16+channels_last"):
         v = prepare_velocity(net, device, MODES[mode])
         nfe = steps + 2 * (steps - 1)
-        gens = lambda: generators_for_seeds(range(b), device)  # noqa: E731
-        run_once = lambda: restora_flow(v, y, mask, steps=steps, corrections=1, generator=gens())  # noqa: E731
+        gens = lambda: generators_for_seeds(range(b), device)
+        run_once = lambda: restora_flow(v, y, mask, steps=steps, corrections=1, generator=gens())
         outs[mode] = run_once()
         sec = timed(run_once, device, iters=1, warmup=0)
         x = torch.randn(b, 3, res, res, device=device)

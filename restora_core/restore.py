@@ -9,8 +9,7 @@ import torch
 
 from .noise import generators_for_seeds
 from .priors import Prior
-from .samplers import (denoise_nfe, ot_ode, ot_ode_nfe, pnp_flow, restora_flow,
-                       restora_flow_denoise)
+from .samplers import denoise_nfe, ot_ode, ot_ode_nfe, pnp_flow, restora_flow, restora_flow_denoise
 from .seeding import image_seed
 
 METHODS = ("restora_flow", "mask_ode", "ot_ode", "pnp_flow", "restora_flow_denoise")

@@ -167,15 +167,16 @@ def load_batch(request: dict[str, Any], spec: JobSpec, info: RunInfo) -> dict[st
         out["start_time"].append(start)
         out["image"].append(image)
         out["mask"].append(mask)
-    batch = {k: _object_array(v) for k, v in out.items()}
+    batch = {k: object_array(v) for k, v in out.items()}
     batch["seed"] = np.asarray(out["seed"], dtype=np.int64)
     batch["start_time"] = np.asarray(out["start_time"], dtype=np.float64)
-    batch["shard_id"] = _object_array([request["shard_id"]] * len(rows))
-    batch["layout"] = _object_array([request["kind"]] * len(rows))
+    batch["shard_id"] = object_array([request["shard_id"]] * len(rows))
+    batch["layout"] = object_array([request["kind"]] * len(rows))
     return batch
 
 
-def _object_array(values: list[Any]) -> np.ndarray:
+def object_array(values: list[Any]) -> np.ndarray:
+    """A 1-D object array of ``values`` (numpy would otherwise stack equal-shaped arrays)."""
     arr = np.empty(len(values), dtype=object)
     for i, v in enumerate(values):
         arr[i] = v

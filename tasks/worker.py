@@ -23,6 +23,7 @@ from restora_core.observations import make_observation, simulate_observation
 from restora_core.runtime import RuntimeConfig
 from restora_core.seeding import image_seed
 
+from .batch_io import object_array
 from .spec import JobSpec, RunInfo
 
 METRIC_COLUMNS = ("known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips")
@@ -143,19 +144,12 @@ class RestoreWorker:
                     except (ValueError, RuntimeError) as single:
                         status[i], error[i] = "error", f"restore-failed: {single}"
         result = {k: v for k, v in batch.items() if k not in ("image", "mask")}
-        result["status"] = _objects(status)
-        result["error"] = _objects(error)
+        result["status"] = object_array(status)
+        result["error"] = object_array(error)
         for key, values in out.items():
-            result[key] = _objects(values) if key in ("restored", "observed", "obs_mask", "nfe") \
+            result[key] = object_array(values) if key in ("restored", "observed", "obs_mask", "nfe") \
                 else np.asarray(values, dtype=np.float64)
-        result["device"] = _objects([self.device] * n)
-        result["worker_node"] = _objects([self.node] * n)
+        result["device"] = object_array([self.device] * n)
+        result["worker_node"] = object_array([self.node] * n)
         result["restore_end"] = np.full(n, time.time())
         return result
-
-
-def _objects(values: list[Any]) -> np.ndarray:
-    arr = np.empty(len(values), dtype=object)
-    for i, v in enumerate(values):
-        arr[i] = v
-    return arr

@@ -3,8 +3,14 @@
 import pytest
 import torch
 
-from restora_core.degradations import (Denoising, MaskOperator, SuperResolution, box_mask,
-                                       centered_box, random_mask)
+from restora_core.degradations import (
+    Denoising,
+    MaskOperator,
+    SuperResolution,
+    box_mask,
+    centered_box,
+    random_mask,
+)
 from restora_core.noise import generators_for_seeds
 from restora_core.observations import make_observation, simulate_observation
 
