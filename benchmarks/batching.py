@@ -56,14 +56,14 @@ def run(ctx: Context) -> list[dict]:
             r["ratio_to_batch1"] = r["images_per_s_at_190nfe"] / base
         rows += model_rows
     notes = [
-        f"images_per_s_at_190nfe = batch / (seconds / nfe_measured x {FULL_NFE}): each run uses "
+        (f"images_per_s_at_190nfe = batch / (seconds / nfe_measured x {FULL_NFE}): each run uses "
         "fewer steps than the full T=64 sampler and is extrapolated per network evaluation "
         "(digits32 T=16, 46 NFE; celeba128 T=2, 4 NFE, because one celeba128 forward at 128^2 "
-        "takes ~0.5 s per image on this CPU). Section 1 shows sampler time = NFE x forward time.",
-        "ratio_to_batch1: images/s over the batch-1 images/s of the same model, i.e. the gain over "
-        "the published code's one-image-at-a-time loop on this machine.",
-        "One CPU thread (see torch_threads): CPU convolutions are already efficient at batch 1, so "
-        "batching gains little here; the GPU table (section 6) is where batching matters.",
+        "takes ~0.5 s per image on this CPU). Section 1 shows sampler time = NFE x forward time."),
+        ("ratio_to_batch1: images/s over the batch-1 images/s of the same model, i.e. the gain over "
+        "the published code's one-image-at-a-time loop on this machine."),
+        ("One CPU thread (see torch_threads): CPU convolutions are already efficient at batch 1, so "
+        "batching gains little here; the GPU table (section 6) is where batching matters."),
         "celeba128 has random weights; digits32 uses the shipped prior if present (weights column).",
     ]
     if ctx.quick:

@@ -33,10 +33,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # (restora_core/training/config.py SHIPPED_RECIPES); used for random-weight stand-ins until the
 # trained weights exist.
 SHIPPED_ARCH = {
-    "digits32": dict(input_channels=1, input_height=32, ch=32, ch_mult=(1, 2, 2),
-                     num_res_blocks=2, attn_resolutions=(16,), dropout=0.0),
-    "photo32": dict(input_channels=3, input_height=32, ch=64, ch_mult=(1, 2, 2),
-                    num_res_blocks=2, attn_resolutions=(16,), dropout=0.0),
+    "digits32": {"input_channels": 1, "input_height": 32, "ch": 32, "ch_mult": (1, 2, 2),
+                     "num_res_blocks": 2, "attn_resolutions": (16,), "dropout": 0.0},
+    "photo32": {"input_channels": 3, "input_height": 32, "ch": 64, "ch_mult": (1, 2, 2),
+                    "num_res_blocks": 2, "attn_resolutions": (16,), "dropout": 0.0},
 }
 
 
@@ -68,10 +68,11 @@ def _cpu_model() -> str:
 
 def _git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, cwd=REPO_ROOT,
                              capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+                               check=False, cwd=REPO_ROOT, capture_output=True, text=True,
+                               timeout=10)
         return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

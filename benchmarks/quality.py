@@ -56,7 +56,7 @@ def biharmonic(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def _metrics(x, ref, mask, lpips_net) -> dict[str, torch.Tensor]:
     m = {"psnr": psnr(x, ref), "psnr_hole": psnr_hole(x, ref, mask), "ssim": ssim(x, ref)}
     if lpips_net is not None:
-        up = lambda z: F.interpolate(z, size=(LPIPS_SIDE, LPIPS_SIDE), mode="bilinear",  # noqa: E731
+        up = lambda z: F.interpolate(z, size=(LPIPS_SIDE, LPIPS_SIDE), mode="bilinear",
                                      align_corners=False)
         with torch.inference_mode():
             m["lpips"] = lpips_net(up(x), up(ref))
@@ -156,26 +156,26 @@ def run(ctx: Context) -> list[dict]:
                         if r["prior_weights"].startswith("random")})
     nfe_text = ", ".join(f"{m} {method_nfe(m, DEFAULT_STEPS[m])}" for m in METHODS)
     notes = [
-        f"Box inpainting: centred hole of 1/4 of the side (8x8 of 32x32), measurement noise "
-        f"sigma_y={SIGMA_Y} on the known pixels; image i's noise seed is its index in the set.",
-        "Methods at their restore() defaults, never tuned on these images: restora_flow T=64 c=1, "
+        (f"Box inpainting: centred hole of 1/4 of the side (8x8 of 32x32), measurement noise "
+        f"sigma_y={SIGMA_Y} on the known pixels; image i's noise seed is its index in the set."),
+        ("Methods at their restore() defaults, never tuned on these images: restora_flow T=64 c=1, "
         f"mask_ode T=64 (c=0), ot_ode 100 steps from t0=0.2, pnp_flow 100 steps, alpha=0.5. NFE: "
         f"{nfe_text}; OT-ODE's evaluations each add a backward pass through the network. "
-        "biharmonic: skimage.restoration.inpaint_biharmonic (0 NFE).",
-        "Outputs are not pasted back onto the known pixels (paste_known=False) for the flow methods; "
-        "biharmonic keeps the (noisy) observed pixels.",
-        "Subsets (evenly spaced, to fit the run on a 2-core CPU): digits32 every 2nd of 64 "
+        "biharmonic: skimage.restoration.inpaint_biharmonic (0 NFE)."),
+        ("Outputs are not pasted back onto the known pixels (paste_known=False) for the flow methods; "
+        "biharmonic keeps the (noisy) observed pixels."),
+        ("Subsets (evenly spaced, to fit the run on a 2-core CPU): digits32 every 2nd of 64 "
         "(32 images, all ten classes); photo32 the first 20 crops (4 of each of the five sporco "
-        "images, both scales).",
-        "Means over images; *_sem is the standard error of the mean. psnr_hole: PSNR over the "
-        "hole pixels only. SSIM: 11x11 Gaussian window, data range 1.",
+        "images, both scales)."),
+        ("Means over images; *_sem is the standard error of the mean. psnr_hole: PSNR over the "
+        "hole pixels only. SSIM: 11x11 Gaussian window, data range 1."),
         (f"LPIPS: AlexNet v0.1 from {LPIPS_PATH.relative_to(REPO_ROOT)}; the 32x32 images are "
          f"upsampled bilinearly to {LPIPS_SIDE}x{LPIPS_SIDE} for LPIPS only (AlexNet needs >= 31 px)."
          if lpips_net is not None else
          "LPIPS skipped: .cache/lpips_alexnet.safetensors is absent (make weights)."),
         "seconds per image on one CPU thread, batched (digits32 32 per batch, photo32 20).",
-        "Figures: quality_digits32.png and quality_photo32.png (reference, input with the hole in "
-        "grey, then each method).",
+        ("Figures: quality_digits32.png and quality_photo32.png (reference, input with the hole in "
+        "grey, then each method)."),
     ]
     if untrained:
         notes.insert(0, f"**Random-weight stand-in priors for {', '.join(untrained)}: these flow "

@@ -9,11 +9,13 @@ from typing import Any
 
 import ray
 
-from .spec import JobSpec, RunInfo
+from .spec import JobSpec, JobSpecError, RunInfo
 from .worker import RestoreWorker
 
 # An actor whose node dies is restarted elsewhere and its queued calls are replayed.
 _MAX_RESTARTS = 4
+# CPUs one shard read/write Ray task reserves (tasks/shard.py uses the same figure).
+IO_TASK_CPUS = 0.25
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,14 @@ def actor_resources(spec: JobSpec, cluster: dict[str, float] | None = None) -> A
     gpus = spec.gpus_per_actor
     if gpus is None:
         gpus = 1.0 if cluster.get("GPU", 0) >= 1 else 0.0
+    # The shard's read/write tasks need CPU too: actors that reserve every CPU deadlock the job.
+    needed = spec.num_actors * spec.cpus_per_actor + IO_TASK_CPUS
+    available = cluster.get("CPU", 0.0)
+    if needed > available:
+        raise JobSpecError(
+            f"num_actors={spec.num_actors} x cpus_per_actor={spec.cpus_per_actor} leaves no CPU "
+            f"for the read/write tasks on a cluster with {available:g} CPUs; lower one so that "
+            f"their product is at most {available - IO_TASK_CPUS:g}")
     return ActorResources(num_cpus=spec.cpus_per_actor, num_gpus=float(gpus))
 
 

@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from .batch_io import load_batch, write_batch
 from .manifest import concat, manifest_uri, read_manifest, rows_to_table, write_manifest
 from .planning import ShardPlan, shard_items
-from .pool import ActorPool
+from .pool import IO_TASK_CPUS, ActorPool
 from .spec import JobSpec, RunInfo
 from .storage import is_transient_storage_error
 
@@ -31,14 +31,14 @@ _MAX_BATCH_ATTEMPTS = 4
 
 
 def _io_options() -> dict[str, Any]:
-    return {"num_cpus": 0.25, "max_retries": 3}
+    return {"num_cpus": IO_TASK_CPUS, "max_retries": 3}
 
 
 _load = ray.remote(load_batch).options(**_io_options())
 _write = ray.remote(write_batch).options(**_io_options())
 
 
-@ray.remote(num_cpus=0.25, max_retries=3)
+@ray.remote(num_cpus=IO_TASK_CPUS, max_retries=3)
 def _commit(shard_id: str, columns: list[dict[str, list]], redo_sources: list[str] | None,
             spec: JobSpec, info: RunInfo) -> dict[str, int]:
     """Write the shard's manifest (merged with the kept rows of the old one for --retry-failed)."""

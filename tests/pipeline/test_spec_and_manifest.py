@@ -125,3 +125,15 @@ def test_summary_counts_errors_by_cause_and_averages_metrics():
     summary["shards"] = {"total": 1, "run": 1, "skipped": 0}
     assert "| errors: truncated | 1 |" in markdown_summary(summary)
     assert error_cause("restore-failed: nan") == "restore-failed"
+
+
+def test_actor_pool_that_would_take_every_cpu_is_refused_with_the_numbers():
+    from tasks.pool import actor_resources
+    from tasks.spec import JobSpec, JobSpecError
+
+    spec = JobSpec(input_uri="in", output_uri="out", num_actors=2, cpus_per_actor=1.0)
+    with pytest.raises(JobSpecError, match="num_actors=2 x cpus_per_actor=1.0"):
+        actor_resources(spec, {"CPU": 2.0})
+    ok = actor_resources(spec.model_copy(update={"cpus_per_actor": 0.5}), {"CPU": 2.0})
+    assert ok.num_cpus == 0.5 and ok.num_gpus == 0.0
+    assert actor_resources(spec, {"CPU": 8.0, "GPU": 2.0}).num_gpus == 1.0

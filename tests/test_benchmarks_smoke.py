@@ -1,0 +1,35 @@
+"""The benchmark runner works end to end in its quick form and writes readable, complete tables.
+
+Timings are never asserted (shared, noisy machines); only that the outputs exist, have the
+documented columns, and that the efficiency is a plausible ratio.
+"""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+
+from benchmarks import run_all
+
+
+def test_quick_efficiency_and_batching_write_parquet_and_markdown(tmp_path):
+    rc = run_all.main(["--quick", "--sections", "1,2", "--models", "digits32",
+                       "--out", str(tmp_path)])
+    assert rc == 0, (tmp_path / "run_status.md").read_text()
+
+    eff = pq.read_table(tmp_path / "efficiency.parquet").to_pylist()
+    assert eff and {"model", "batch", "nfe", "forward_ms", "sampler_s", "efficiency",
+                    "goal_met"} <= set(eff[0])
+    for row in eff:
+        assert 0 < row["efficiency"] <= 1.5
+        assert row["nfe"] == row["steps_T"] + 2 * (row["steps_T"] - 1)
+
+    batching = pq.read_table(tmp_path / "batching.parquet").to_pylist()
+    assert [r["batch"] for r in batching] == [1, 4]
+    assert batching[0]["ratio_to_batch1"] == 1.0
+    assert all(r["images_per_s_at_190nfe"] > 0 for r in batching)
+
+    for stem in ("efficiency", "batching"):
+        md = (tmp_path / f"{stem}.md").read_text()
+        assert "python -m benchmarks.run_all --quick --sections 1,2" in md  # the exact command
+        assert "torch:" in md and "date:" in md and "machine:" in md
+        assert "|---|" in md
