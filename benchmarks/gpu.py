@@ -93,8 +93,8 @@ def run(args: argparse.Namespace) -> dict:
     res = args.resolution
     net = build_model("celeba128" if res == 128 else "afhq256")
     if args.quick:
-        net = build_model(dict(input_channels=3, input_height=res, ch=32, ch_mult=(1, 2),
-                               num_res_blocks=1, attn_resolutions=(8,)))
+        net = build_model({"input_channels": 3, "input_height": res, "ch": 32, "ch_mult": (1, 2),
+                           "num_res_blocks": 1, "attn_resolutions": (8,)})
     torch.manual_seed(0)
     info = {"date": dt.date.today().isoformat(), "device": _device_name(device),
             "torch": torch.__version__, "python": platform.python_version(),
@@ -118,7 +118,8 @@ def run(args: argparse.Namespace) -> dict:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             with torch.inference_mode():
-                sec = timed(lambda: v(x, t), device, iters=args.iters, warmup=3 if cfg.compile else 2)
+                sec = timed(lambda v=v, x=x, t=t: v(x, t), device, iters=args.iters,
+                            warmup=3 if cfg.compile else 2)
             rows.append(_row("forward", mode, b, sec, gflop, info, device))
     if device.type == "cuda" and time.perf_counter() - started < args.budget_s:
         v = prepare_velocity(net, device, MODES["bf16+channels_last"])
@@ -139,14 +140,16 @@ def run(args: argparse.Namespace) -> dict:
     for mode in ("fp32", "bf16+channels_last"):
         v = prepare_velocity(net, device, MODES[mode])
         nfe = steps + 2 * (steps - 1)
-        gens = lambda: generators_for_seeds(range(b), device)
-        run_once = lambda: restora_flow(v, y, mask, steps=steps, corrections=1, generator=gens())
+        def run_once(v=v):
+            return restora_flow(v, y, mask, steps=steps, corrections=1,
+                                generator=generators_for_seeds(range(b), device))
+
         outs[mode] = run_once()
         sec = timed(run_once, device, iters=1, warmup=0)
         x = torch.randn(b, 3, res, res, device=device)
         t = torch.full((b,), 0.5, device=device)
         with torch.inference_mode():
-            fwd = timed(lambda: v(x, t), device, iters=args.iters, warmup=2)
+            fwd = timed(lambda v=v, x=x, t=t: v(x, t), device, iters=args.iters, warmup=2)
         row = _row("sampler", mode, b, sec, gflop, info, device, nfe=nfe)
         row["efficiency"] = round(nfe * fwd / sec, 3)
         rows.append(row)

@@ -50,9 +50,10 @@ class Prior:
         """The same prior with its network moved to ``device`` (and ``dtype``)."""
         return replace(self, velocity=self.velocity.to(device=device, dtype=dtype))
 
-    def prepare(self, device: torch.device | str, runtime: RuntimeConfig = RuntimeConfig()) -> Prior:
+    def prepare(self, device: torch.device | str, runtime: RuntimeConfig | None = None) -> Prior:
         """The same prior on ``device``, run at ``runtime``'s precision, layout and compilation."""
-        return replace(self, velocity=prepare_velocity(self.velocity, device, runtime))
+        return replace(self, velocity=prepare_velocity(self.velocity, device,
+                                                       runtime or RuntimeConfig()))
 
 
 def shipped_prior_path(name: str) -> Path:

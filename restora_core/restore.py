@@ -106,7 +106,7 @@ def restore(
     elif callable(prior):
         velocity, channels, res = prior, None, None
     else:
-        raise ValueError(f"prior must be a Prior or a callable v(x, t), got {type(prior).__name__}")
+        raise TypeError(f"prior must be a Prior or a callable v(x, t), got {type(prior).__name__}")
     _validate(channels, res, y, mask, method)
     steps = steps if steps is not None else DEFAULT_STEPS[method]
     if steps < 1:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 
 def correction_levels(steps: int, corrections: int) -> list[int]:
     """Grid levels k (time k/steps) visited by Restora-Flow's jump schedule.
@@ -26,7 +28,7 @@ def correction_levels(steps: int, corrections: int) -> list[int]:
 def correction_schedule(steps: int, corrections: int) -> list[tuple[float, float]]:
     """Transitions (t, t') of the jump schedule on the grid k/steps; t' < t is a correction."""
     levels = correction_levels(steps, corrections)
-    return [(a / steps, b / steps) for a, b in zip(levels[:-1], levels[1:])]
+    return [(a / steps, b / steps) for a, b in pairwise(levels)]
 
 
 def schedule_nfe(schedule: list[tuple[float, float]]) -> int:

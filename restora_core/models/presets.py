@@ -6,8 +6,8 @@ from typing import Any
 
 from .unet import UNet
 
-_PUBLISHED = dict(ch=32, ch_mult=(1, 2, 4, 8), num_res_blocks=6, attn_resolutions=(16, 8),
-                  resamp_with_conv=True, dropout=0.0)
+_PUBLISHED = {"ch": 32, "ch_mult": (1, 2, 4, 8), "num_res_blocks": 6,
+              "attn_resolutions": (16, 8), "resamp_with_conv": True, "dropout": 0.0}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "celeba128": dict(input_channels=3, input_height=128, **_PUBLISHED),

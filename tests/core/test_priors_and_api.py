@@ -8,8 +8,8 @@ import torch
 from restora_core import load_prior, restore, save_prior
 from restora_core.models import build_model
 
-TINY = dict(input_channels=1, input_height=16, ch=32, ch_mult=(1, 2), num_res_blocks=1,
-            attn_resolutions=(8,), resamp_with_conv=True)
+TINY = {"input_channels": 1, "input_height": 16, "ch": 32, "ch_mult": (1, 2), "num_res_blocks": 1,
+        "attn_resolutions": (8,), "resamp_with_conv": True}
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,7 @@
 """The jump schedule: levels, step sizes and evaluation counts."""
 
+from itertools import pairwise
+
 import pytest
 
 from restora_core.restore import method_nfe
@@ -23,7 +25,7 @@ def test_schedule_properties(steps, corrections):
     assert len(downs) == corrections * max(steps - 1, 0)
     for a, b in sched:
         assert abs(abs(b - a) - 1 / steps) < 1e-12
-    for (_, b), (c, _) in zip(sched[:-1], sched[1:]):
+    for (_, b), (c, _) in pairwise(sched):
         assert b == c
     # first up-step never follows a correction; the walk never goes below 0 or above 1
     assert all(0.0 <= t <= 1.0 for pair in sched for t in pair)
