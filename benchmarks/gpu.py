@@ -23,6 +23,7 @@ import torch
 
 from restora_core import load_prior
 from restora_core.degradations import box_mask, centered_box
+from restora_core.metrics import psnr
 from restora_core.models import build_model
 from restora_core.noise import generators_for_seeds
 from restora_core.runtime import RuntimeConfig, prepare_velocity
@@ -38,12 +39,6 @@ MODES = {
     "bf16+channels_last": RuntimeConfig("bf16", channels_last=True),
     "bf16+channels_last+compile": RuntimeConfig("bf16", channels_last=True, compile=True),
 }
-
-
-def psnr_01(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB of [-1, 1] images after mapping to [0, 1]."""
-    mse = ((x.float() - ref.float()) / 2).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-20))
 
 
 def _sync(device: torch.device) -> None:
@@ -154,7 +149,7 @@ def run(args: argparse.Namespace) -> dict:
         row["efficiency"] = round(nfe * fwd / sec, 3)
         rows.append(row)
     info["psnr_bf16_vs_fp32_random_weights_db"] = round(
-        float(psnr_01(outs["bf16+channels_last"], outs["fp32"]).mean()), 2)
+        float(psnr(outs["bf16+channels_last"], outs["fp32"]).mean()), 2)
     if args.trained_prior:
         info["psnr_bf16_vs_fp32_trained_prior_db"] = _trained_psnr(args.trained_prior, device)
     info["seconds"] = round(time.perf_counter() - started, 1)
@@ -172,7 +167,7 @@ def _trained_psnr(uri: str, device: torch.device) -> float:
         v = prepare_velocity(prior.velocity, device, MODES[mode])
         outs.append(restora_flow(v, y, mask, steps=64, corrections=1,
                                  generator=generators_for_seeds(range(b), device)))
-    return round(float(psnr_01(outs[1], outs[0]).mean()), 2)
+    return round(float(psnr(outs[1], outs[0]).mean()), 2)
 
 
 def _device_name(device: torch.device) -> str:

@@ -19,6 +19,7 @@ import torch
 from restora_core import load_prior, restore
 from restora_core.metrics import consistency, psnr, psnr_hole, ssim
 from restora_core.metrics.lpips import LPIPS_MIN_SIZE
+from restora_core.noise import generators_for_seeds
 from restora_core.observations import make_observation, simulate_observation
 from restora_core.runtime import RuntimeConfig
 from restora_core.seeding import image_seed
@@ -38,12 +39,6 @@ def _node_id() -> str:
     except Exception:  # noqa: BLE001, S110 - outside Ray, fall back to the host name
         pass
     return socket.gethostname()
-
-
-def _generator(seed: int) -> torch.Generator:
-    gen = torch.Generator()
-    gen.manual_seed(int(seed))
-    return gen
 
 
 class RestoreWorker:
@@ -73,7 +68,7 @@ class RestoreWorker:
                  row_id: str):
         x = torch.from_numpy(np.ascontiguousarray(image))[None]
         m = None if mask is None else torch.from_numpy(np.ascontiguousarray(mask))[None]
-        gen = _generator(image_seed(self.spec.seed, f"{row_id}#observation"))
+        (gen,) = generators_for_seeds([image_seed(self.spec.seed, f"{row_id}#observation")])
         if self.spec.uses_references:
             return simulate_observation(self.spec.task, x, params=params, generator=gen, mask=m)
         return make_observation(self.spec.task, x, params=params, generator=gen, mask=m)
