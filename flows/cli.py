@@ -31,6 +31,11 @@ def prepare_environment(prefect_api_url: str | None = None, ray_address: str | N
         os.environ.setdefault(key, value)
     if prefect_api_url:
         os.environ["PREFECT_API_URL"] = prefect_api_url
+    home = os.environ.get("PREFECT_HOME")
+    if home:
+        # Prefect makes only the last path component; a missing parent leaves the ephemeral
+        # server without its database and the run times out instead of failing clearly.
+        Path(home).expanduser().mkdir(parents=True, exist_ok=True)
     if not ray_address and not os.environ.get("RAY_ADDRESS"):
         for key, value in _LOCAL_RAY_ENV.items():
             os.environ.setdefault(key, value)

@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 export PREFECT_HOME="${PREFECT_HOME:-$PWD/.cache/prefect-home}"
+# A fresh clone has no .cache/: Prefect cannot create its SQLite database without the folder.
+mkdir -p "$PREFECT_HOME"
 rm -rf demo_out
 .venv/bin/python scripts/make_demo_data.py demo_out/input
 .venv/bin/restora restore --input demo_out/input/images --output demo_out/restored \
