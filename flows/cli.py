@@ -1,4 +1,4 @@
-"""`restora` command line: restore | train | serve | inspect.
+"""`restora` command line: restore | train | serve | inspect | methods.
 
 This is the edge: it sets the environment Ray and Prefect read at import (quiet, offline-safe,
 loopback for a local Ray), turns flags or a spec file into one validated JobSpec, and only then
@@ -79,9 +79,11 @@ def _add_spec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-format", choices=["auto", "images", "parquet"])
     p.add_argument("--task", help="inpaint (with masks), box, random, superres or denoise")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="task parameter (repeat)")
-    p.add_argument("--method")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--corrections", type=int)
+    p.add_argument("--method", help="restoration method (list them with `restora methods`)")
+    p.add_argument("--method-param", action="append", metavar="KEY=VALUE",
+                   help="method parameter, e.g. t0=0.1 (repeat; see `restora methods`)")
+    p.add_argument("--steps", type=int, help="shorthand for --method-param steps=N")
+    p.add_argument("--corrections", type=int, help="shorthand for --method-param corrections=N")
     p.add_argument("--seed", type=int)
     p.add_argument("--prior", help="shipped prior name (digits32) or a .safetensors/.pt URI")
     p.add_argument("--prior-preset")
@@ -127,6 +129,9 @@ def spec_from_args(args: argparse.Namespace):
             data[field] = value
     if args.param:
         data["task_params"] = {**data.get("task_params", {}), **_pairs(args.param, "--param")}
+    if args.method_param:
+        data["method_params"] = {**data.get("method_params", {}),
+                                 **_pairs(args.method_param, "--method-param")}
     if args.save_inputs:
         data["save_inputs"] = True
     options = {**data.get("storage_options", {}), **_pairs(args.storage_option, "--storage-option")}
@@ -274,6 +279,50 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def describe_methods(task: str | None = None) -> list[dict[str, Any]]:
+    """Every registered method (or those doing ``task``): parameters, per-task defaults, cost."""
+    from restora_core.observations import DEFAULT_DENOISE_SIGMA
+    from restora_core.samplers import REGISTRY
+
+    out = []
+    for entry in REGISTRY.values():
+        tasks = [t for t in entry.tasks if task in (None, t)]
+        if not tasks:
+            continue
+        out.append({
+            "method": entry.name, "summary": entry.summary, "paper": entry.paper,
+            "parameters": [vars(p) for p in entry.param_info()],
+            "tasks": {t: {"params": entry.defaults(t), "nfe": entry.cost(t, noise=DEFAULT_DENOISE_SIGMA),
+                          "source": entry.sources.get(t, entry.sources.get("defaults", ""))}
+                      for t in tasks},
+            "sources": dict(entry.sources),
+        })
+    return out
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    """List the methods with their parameters, per-task defaults, cost and sources."""
+    methods = describe_methods(args.task)
+    if args.json:
+        print(json.dumps(methods, indent=1))
+        return 0
+    for m in methods:
+        print(f"{m['method']}: {m['summary']}")
+        print(f"  paper: {m['paper']}")
+        print("  parameters:")
+        for p in m["parameters"]:
+            print(f"    {p['name']} ({p['type']}, default {p['default']}): {p['help']}")
+        print("  per task (nfe: network evaluations per image; denoising at sigma 0.2):")
+        for task, info in m["tasks"].items():
+            values = " ".join(f"{k}={v}" for k, v in info["params"].items())
+            print(f"    {task:<9} {values}  nfe={info['nfe']}")
+        print("  sources:")
+        for key, text in m["sources"].items():
+            print(f"    {key}: {text}")
+        print()
+    return 0
+
+
 def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
     """Hand over to the training flow (flows/train_prior.py), imported only now."""
     try:
@@ -307,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
     i.add_argument("--errors", type=int, default=10, help="error rows to list")
     i.add_argument("--storage-option", action="append", metavar="KEY=VALUE")
+    m = sub.add_parser("methods", help="list the methods, their parameters, defaults, cost, sources")
+    m.add_argument("--task", help="only the methods doing this task, with its defaults")
+    m.add_argument("--json", action="store_true", help="print the list as JSON")
     sub.add_parser("train", help="train a prior (flows/train_prior.py); args pass through",
                    add_help=False)
     return parser
@@ -325,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_restore(args)
     if args.command == "serve":
         return cmd_serve(args)
+    if args.command == "methods":
+        return cmd_methods(args)
     return cmd_inspect(args)
 
 

@@ -193,6 +193,7 @@ def write_batch(batch: dict[str, np.ndarray], spec: JobSpec, info: RunInfo) -> d
     fs, root = open_fs(spec.output_uri, spec.storage_options)
     n = len(batch["id"])
     cols: dict[str, list[Any]] = {k: [] for k in MANIFEST_COLUMNS}
+    ran = spec.resolved_params  # what restore() ran: the task's defaults plus the spec's values
     for i in range(n):
         status, error, output = batch["status"][i], batch["error"][i], None
         rel = output_relpath(batch["id"][i], batch["shard_id"][i], batch["layout"][i])
@@ -215,7 +216,8 @@ def write_batch(batch: dict[str, np.ndarray], spec: JobSpec, info: RunInfo) -> d
             "id": batch["id"][i] or f"<invalid id #{i}>", "source_uri": batch["source_uri"][i],
             "mask_uri": batch["mask_uri"][i], "output_uri": output, "status": status,
             "error": error, "task": spec.task, "task_params": batch["task_params"][i],
-            "method": spec.method, "steps": spec.steps, "corrections": spec.corrections,
+            "method": spec.method, "steps": ran["steps"], "corrections": ran.get("corrections", 0),
+            "method_params": params_json(ran),
             "nfe": batch["nfe"][i] if status == "ok" else None, "seed": int(batch["seed"][i]),
             "model_id": info.model_id, "config_hash": info.config_hash,
             "width": batch["width"][i], "height": batch["height"][i],

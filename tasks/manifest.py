@@ -29,6 +29,7 @@ MANIFEST_SCHEMA = pa.schema([
     pa.field("method", pa.string(), nullable=False),
     pa.field("steps", pa.int32(), nullable=False),
     pa.field("corrections", pa.int32(), nullable=False),
+    pa.field("method_params", pa.string(), nullable=False),  # JSON: every parameter as it ran
     pa.field("nfe", pa.int32()),
     pa.field("seed", pa.int64(), nullable=False),
     pa.field("model_id", pa.string(), nullable=False),

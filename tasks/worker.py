@@ -82,9 +82,9 @@ class RestoreWorker:
         kwargs: dict[str, Any] = {}
         if obs[0].sigma is not None:
             kwargs["sigma"] = obs[0].sigma
-        result = restore(self.prior, y, mask, method=self.spec.method, steps=self.spec.steps,
-                         corrections=self.spec.corrections,
-                         seed=[int(batch["seed"][i]) for i in rows], **kwargs)
+        result = restore(self.prior, y, mask, method=self.spec.method, task=self.spec.task,
+                         seed=[int(batch["seed"][i]) for i in rows], **kwargs,
+                         **self.spec.resolved_params)
         x = result.images.float().cpu()
         y_cpu = y.float().cpu()
         m_cpu = None if mask is None else mask.float().cpu()

@@ -90,5 +90,5 @@ ENTRY = Method(
     nfe=lambda p, noise: restora_flow_nfe(p.steps, p.corrections),
     tasks=("inpaint", "box", "random", "superres"),
     task_defaults={task: {"steps": t} for task, t in TASK_STEPS.items()},
-    sources={"defaults": TASK_SOURCE, **{task: TASK_SOURCE for task in TASK_STEPS}},
+    sources={"defaults": TASK_SOURCE},
 )
