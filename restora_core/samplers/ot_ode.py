@@ -23,9 +23,15 @@ _SCRIPT = ("PnP-Flow repository (annegnx/PnP-Flow) scripts/script_test.sh, Celeb
            "config/method_config/ot_ode.yaml")
 
 
+def _first_level(steps: int, t0: float) -> int:
+    # The published loop starts on floor(steps * t0); level 0 (t = 0, where the correction's
+    # (1-t)/t diverges) only happens for steps < 1/t0 and is skipped.
+    return max(1, start_index(steps, t0))
+
+
 def ot_ode_nfe(steps: int, t0: float) -> int:
     """Forward evaluations (each with one backward) of ``ot_ode`` for ``steps`` and ``t0``."""
-    return steps - start_index(steps, t0)
+    return max(0, steps - _first_level(steps, t0))
 
 
 def ot_ode(
@@ -42,7 +48,7 @@ def ot_ode(
 ) -> torch.Tensor:
     """OT-ODE for mask operators: ``y: (B, C, H, W)``, ``mask: (B, 1, H, W)`` (1 = known).
 
-    From x = t0*m*y + (1-t0)*eps, for t = k/steps, k = floor(steps*t0) .. steps-1:
+    From x = t0*m*y + (1-t0)*eps, for t = k/steps, k = max(1, floor(steps*t0)) .. steps-1:
     x1_hat = x + (1-t) v(x, t); g = J^T [m*(y - x1_hat) / (r_t^2 + sigma_y^2)] with J the
     Jacobian of x1_hat and r_t^2 = (1-t)^2 / (t^2 + (1-t)^2); x += (v + (1-t)/t * gamma(t) * g) / steps
     with gamma(t) = 1 ("constant") or ``gamma_t(t)``. Needs autograd, so it runs under ``no_grad``
@@ -57,7 +63,7 @@ def ot_ode(
     with torch.no_grad():
         eps = PerImageNoise(gens, y.shape[1:], device=y.device, dtype=y.dtype)()
         x = t0 * (mask * y) + (1.0 - t0) * eps
-    for i, k in enumerate(range(start_index(steps, t0), steps)):
+    for i, k in enumerate(range(_first_level(steps, t0), steps)):
         t = k / steps
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)

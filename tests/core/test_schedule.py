@@ -48,6 +48,7 @@ def test_published_baseline_costs_at_their_box_settings():
     # OT-ODE starts at t0 = 0.1 on a 100-step grid: 90 evaluations; PnP-Flow averages 5 draws.
     assert method_nfe("ot_ode", task="box") == 90
     assert method_nfe("ot_ode", 100, task="denoise") == 70
+    assert method_nfe("ot_ode", 4, task="box") == 3  # never starts at t = 0
     assert method_nfe("pnp_flow", 100, task="box") == 500
     assert method_nfe("flower", task="box") == 100
     assert method_nfe("restora_flow", task="random") == 128 + 2 * 127
