@@ -1,24 +1,25 @@
-"""The method registry: one line per method. A new method is one new file with its ``ENTRY``
-(see ``method.Method``) plus one line here."""
+"""The method registry. A new method is one new file in this package defining ``ENTRY`` (a
+``method.Method``) plus its module name in ``_MODULES``."""
 
 from __future__ import annotations
 
-from .flower import ENTRY as FLOWER
-from .mask_ode import ENTRY as MASK_ODE
-from .method import Method
-from .ot_ode import ENTRY as OT_ODE
-from .pnp_flow import ENTRY as PNP_FLOW
-from .restora_flow import ENTRY as RESTORA_FLOW
-from .restora_flow_denoise import ENTRY as RESTORA_FLOW_DENOISE
+from importlib import import_module
 
-REGISTRY: dict[str, Method] = {entry.name: entry for entry in (
-    RESTORA_FLOW,
-    MASK_ODE,
-    RESTORA_FLOW_DENOISE,
-    OT_ODE,
-    PNP_FLOW,
-    FLOWER,
-)}
+from .method import Method
+
+_MODULES = (
+    "restora_flow",
+    "mask_ode",
+    "restora_flow_denoise",
+    "ot_ode",
+    "pnp_flow",
+    "flower",
+)
+
+REGISTRY: dict[str, Method] = {}
+for _name in _MODULES:
+    _entry: Method = import_module(f"{__package__}.{_name}").ENTRY
+    REGISTRY[_entry.name] = _entry
 METHODS = tuple(REGISTRY)
 
 
