@@ -281,7 +281,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def describe_methods(task: str | None = None) -> list[dict[str, Any]]:
     """Every registered method (or those doing ``task``): parameters, per-task defaults, cost."""
-    from restora_core.observations import DEFAULT_DENOISE_SIGMA
     from restora_core.samplers import REGISTRY
 
     out = []
@@ -292,7 +291,7 @@ def describe_methods(task: str | None = None) -> list[dict[str, Any]]:
         out.append({
             "method": entry.name, "summary": entry.summary, "paper": entry.paper,
             "parameters": [vars(p) for p in entry.param_info()],
-            "tasks": {t: {"params": entry.defaults(t), "nfe": entry.cost(t, noise=DEFAULT_DENOISE_SIGMA),
+            "tasks": {t: {"params": entry.defaults(t), "nfe": entry.cost(t),
                           "source": entry.sources.get(t, entry.sources.get("defaults", ""))}
                       for t in tasks},
             "sources": dict(entry.sources),

@@ -38,8 +38,7 @@ def method_nfe(method: str, steps: int | None = None, corrections: int | None = 
     ``sigma`` is the denoising noise level (only the denoising path's cost depends on it).
     """
     overrides = {"steps": steps, "corrections": corrections, **params}
-    noise = DEFAULT_DENOISE_SIGMA if sigma is None else sigma
-    return get_method(method).cost(task, _given(overrides), noise)
+    return get_method(method).cost(task, _given(overrides), sigma)
 
 
 def _given(values: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +107,7 @@ def restore(
         raise TypeError(f"prior must be a Prior or a callable v(x, t), got {type(prior).__name__}")
     entry = get_method(method)
     chosen = entry.make_params(task, _given(params))
-    denoising = mask is None or task == "denoise" or entry.tasks == ("denoise",)
+    denoising = mask is None or entry.denoises(task)
     if denoising and entry.needs_mask:
         raise ValueError(f"method '{method}' needs a mask (B, 1, H, W), 1 = known pixel")
     _validate(channels, res, y, None if denoising else mask)

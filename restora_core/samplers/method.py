@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..noise import Generators
-from ..observations import TASKS
+from ..observations import DEFAULT_DENOISE_SIGMA, DEFAULT_SIGMA_Y, TASKS
 from .common import Velocity
 
 Sample = Callable[[Velocity, torch.Tensor, torch.Tensor, Any, float, Generators], torch.Tensor]
@@ -139,9 +139,16 @@ class Method:
             checked[name] = value
         return self.params(**checked)
 
+    def denoises(self, task: str | None) -> bool:
+        """Whether a run for ``task`` is denoising: every pixel observed, with noise sigma."""
+        return task == "denoise" or self.tasks == ("denoise",)
+
     def cost(self, task: str | None = None, overrides: Mapping[str, Any] | None = None,
-             noise: float = 0.0) -> int:
-        """Network evaluations for ``task``'s defaults updated with ``overrides``."""
+             noise: float | None = None) -> int:
+        """Network evaluations for ``task``'s defaults updated with ``overrides``, at observation
+        noise ``noise`` (None: the default sigma for denoising, sigma_y otherwise)."""
+        if noise is None:
+            noise = DEFAULT_DENOISE_SIGMA if self.denoises(task) else DEFAULT_SIGMA_Y
         return self.nfe(self.make_params(task, overrides), noise)
 
 
