@@ -76,7 +76,9 @@ def _add_spec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", help="output folder/prefix (images/, manifests/, summary.json)")
     p.add_argument("--masks", help="prefix of masks with the images' relative paths "
                                    "(pixel 0 = missing, non-zero = known)")
-    p.add_argument("--input-format", choices=["auto", "images", "parquet"])
+    from tasks.readers import reader_names
+
+    p.add_argument("--input-format", choices=["auto", *reader_names()])
     p.add_argument("--task", help="inpaint (with masks), box, random, superres or denoise")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="task parameter (repeat)")
     p.add_argument("--method")

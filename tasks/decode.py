@@ -26,6 +26,7 @@ class ImageError(ValueError):
     def __init__(self, cause: str, detail: str):
         super().__init__(f"{cause}: {detail}")
         self.cause = cause
+        self.detail = detail
 
 
 @dataclass(frozen=True)

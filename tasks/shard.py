@@ -18,8 +18,9 @@ from prefect.cache_policies import NO_CACHE
 
 from .batch_io import load_batch, write_batch
 from .manifest import concat, manifest_uri, read_manifest, rows_to_table, write_manifest
-from .planning import ShardPlan, shard_items
+from .planning import ShardPlan
 from .pool import IO_TASK_CPUS, ActorPool
+from .readers import get_reader
 from .spec import JobSpec, RunInfo
 from .storage import is_transient_storage_error
 
@@ -62,19 +63,7 @@ def batch_requests(shard: ShardPlan, spec: JobSpec,
                    redo_sources: list[str] | None = None) -> Iterator[dict[str, Any]]:
     """The shard's batch requests, ``spec.batch_size`` items each (only ``redo_sources`` if given)."""
     wanted = None if redo_sources is None else set(redo_sources)
-    if shard.kind == "images":
-        items = [it for it in shard_items(shard, spec.storage_options)
-                 if wanted is None or it["source"] in wanted]
-        for start in range(0, len(items), spec.batch_size):
-            yield {"kind": "images", "shard_id": shard.shard_id,
-                   "items": items[start:start + spec.batch_size]}
-        return
-    rows = list(range(shard.count))
-    if wanted is not None:
-        rows = [r for r in rows if f"{shard.file_uri}#row={r}" in wanted]
-    for start in range(0, len(rows), spec.batch_size):
-        yield {"kind": "parquet", "shard_id": shard.shard_id, "file": shard.file_uri,
-               "rows": rows[start:start + spec.batch_size]}
+    return get_reader(shard.kind).requests(shard, spec, wanted)
 
 
 def _submit(request: dict[str, Any], spec: JobSpec, info: RunInfo, actor: Any) -> ray.ObjectRef:

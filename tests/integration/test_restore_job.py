@@ -217,3 +217,40 @@ def test_same_image_same_pixels_whatever_the_batching(pipeline, tmp_path, tiny_p
         a = (tmp_path / "a" / "images" / f"img{i}.png").read_bytes()
         b = (tmp_path / "b" / "images" / f"img{i}.png").read_bytes()
         assert a == b
+
+
+def test_webdataset_tar_shards_on_s3_are_restored_end_to_end(pipeline, s3, tiny_prior):
+    from pipeline.shards import img2dataset_members, tar_bytes
+
+    fs, options, bucket = s3
+    images = gray_images(7, seed=5)
+    hole = np.full((16, 16), 255, np.uint8)
+    hole[4:12, 4:12] = 0
+    fs.pipe(f"{bucket}/wds/00000.tar",
+            tar_bytes(img2dataset_members(images[:4], 0, masks=[hole] * 4)))
+    fs.pipe(f"{bucket}/wds/00001.tar",
+            tar_bytes(img2dataset_members(images[4:], 1, masks=[hole] * 3)))
+    # img2dataset's per-shard metadata sits beside the tars.
+    fs.pipe(f"{bucket}/wds/00000.parquet", b"PAR1")
+    fs.pipe(f"{bucket}/wds/00000_stats.json", b"{}")
+    spec = JobSpec(input_uri=f"s3://{bucket}/wds", output_uri=f"s3://{bucket}/out",
+                   task="inpaint", prior=tiny_prior, storage_options=options, **FAST)
+
+    summary = pipeline(spec=spec)
+
+    assert summary["images"] == {"total": 7, "ok": 7, "error": 0}
+    assert summary["shards"]["total"] == 2
+    table = _read_manifests(fs, f"{bucket}/out").to_pandas().set_index("id")
+    assert set(table["status"]) == {"ok"}
+    assert sorted(table.index) == [f"00000/00000000{i}" for i in range(4)] + [
+        f"00001/00001000{i}" for i in range(3)]
+    row = table.loc["00001/000010002"]
+    assert row["source_uri"] == f"s3://{bucket}/wds/00001.tar#000010002.png"
+    assert row["mask_uri"] == f"s3://{bucket}/wds/00001.tar#000010002.mask.png"
+    assert row["known_fraction"] == pytest.approx(0.75)
+    assert row["output_uri"] == f"s3://{bucket}/out/images/00001/000010002.png"
+    fs.invalidate_cache()
+    out = np.asarray(Image.open(io.BytesIO(fs.cat(f"{bucket}/out/images/00001/000010002.png"))))
+    known = hole > 0
+    assert out.shape == (16, 16)
+    assert np.abs(out[known].astype(float) - images[6][known]).mean() < 40
