@@ -22,6 +22,7 @@ from restora_core.seeding import image_seed
 
 from .decode import ImageError, decode_image, decode_mask, encode_mask_png, encode_png, safe_id
 from .manifest import MANIFEST_COLUMNS, params_json
+from .preview import PREVIEW_ROWS, preview_relpath, preview_strip
 from .readers import SourceRow, get_reader
 from .spec import JobSpec, RunInfo
 from .storage import join, open_fs, write_atomic
@@ -57,7 +58,7 @@ def _decode_row(row: SourceRow, params: dict[str, Any], spec: JobSpec,
 def load_batch(request: dict[str, Any], spec: JobSpec, info: RunInfo) -> dict[str, np.ndarray]:
     """Read (through the request's reader) and decode one batch request."""
     reader = get_reader(request["kind"])
-    out: dict[str, list[Any]] = {k: [] for k in (*ROW_COLUMNS, "relpath", "image", "mask")}
+    out: dict[str, list[Any]] = {k: [] for k in (*ROW_COLUMNS, "relpath", "preview", "image", "mask")}
     rows = iter(reader.read(request, spec))
     while True:
         start = time.time()
@@ -85,6 +86,7 @@ def load_batch(request: dict[str, Any], spec: JobSpec, info: RunInfo) -> dict[st
         out["height"].append(height)
         out["start_time"].append(start)
         out["relpath"].append(relpath)
+        out["preview"].append(bool(request.get("preview")) and len(out["preview"]) < PREVIEW_ROWS)
         out["image"].append(image)
         out["mask"].append(mask)
     batch = {k: object_array(v) for k, v in out.items()}
@@ -124,6 +126,11 @@ def write_batch(batch: dict[str, np.ndarray], spec: JobSpec, info: RunInfo) -> d
                     if batch["obs_mask"][i] is not None:
                         write_atomic(fs, posixpath.join(root, "masks", rel),
                                      encode_mask_png(batch["obs_mask"][i]))
+                if batch["preview"][i]:
+                    strip = preview_strip(batch["observed"][i], batch["restored"][i],
+                                          batch["reference"][i])
+                    write_atomic(fs, posixpath.join(root, preview_relpath(batch["shard_id"][i], i)),
+                                 strip)
         end = time.time()
         row = {
             "id": batch["id"][i] or f"<invalid id #{i}>", "source_uri": batch["source_uri"][i],
