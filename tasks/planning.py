@@ -13,12 +13,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
-from .readers import ShardPlan, detect_format, get_reader, shard_items
+from .readers import ShardPlan, detect_format, get_reader
 from .spec import JobSpec, JobSpecError
 from .storage import join, open_fs, write_atomic
 
-__all__ = ["Plan", "ShardPlan", "load_or_make_plan", "load_plan", "make_plan", "plan_uri",
-           "shard_items"]
+__all__ = ["Plan", "ShardPlan", "load_or_make_plan", "load_plan", "make_plan", "plan_uri"]
 
 PLAN_VERSION = 1
 

@@ -255,6 +255,17 @@ def test_webdataset_tar_shards_on_s3_are_restored_end_to_end(pipeline, s3, tiny_
     assert out.shape == (16, 16)
     assert np.abs(out[known].astype(float) - images[6][known]).mean() < 40
 
+    # The second tar leaves the input: --overwrite leaves none of its outputs on S3.
+    fs.rm(f"{bucket}/wds/00001.tar")
+    again = pipeline(spec=spec, overwrite=True)
+    assert again["images"] == {"total": 4, "ok": 4, "error": 0}
+    fs.invalidate_cache()
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.find(f"{bucket}/out/manifests")) == [
+        "shard-00000.parquet"]
+    assert [p.split("/out/images/", 1)[1] for p in sorted(fs.find(f"{bucket}/out/images"))] == [
+        f"00000/00000000{i}.png" for i in range(4)]
+    assert not fs.exists(f"{bucket}/out/plan/shard-00001.json")
+
 
 def _artifacts(flow_run_id: str) -> dict[str, object]:
     """The latest artifact of each key that a flow run created (read back from Prefect's API)."""
