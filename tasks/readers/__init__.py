@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..storage import list_files
-from .base import InputReader, ShardPlan, SourceRow, shard_items
+from .base import InputReader, ShardPlan, SourceRow
 from .images import ImageFolderReader
 from .parquet import ParquetReader
 from .webdataset import WebDatasetReader
@@ -22,7 +22,7 @@ READERS: dict[str, InputReader] = {r.name: r for r in (
 )}
 
 __all__ = ["READERS", "InputReader", "ShardPlan", "SourceRow", "detect_format", "get_reader",
-           "reader_names", "shard_items"]
+           "reader_names"]
 
 
 def reader_names() -> tuple[str, ...]:

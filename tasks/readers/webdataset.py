@@ -5,8 +5,9 @@ Members group into samples by key as WebDataset does: the key is the member path
 (``key.png``, ``key.jpg``, ... any image extension), and optionally ``key.mask.<image ext>`` (its
 mask: 0 = missing, non-zero = known) and ``key.json`` (img2dataset's metadata; a ``task_params``
 object in it sets that row's task parameters). Other members (``key.txt``, ...) are ignored.
-Row ids are ``<tar path without .tar>/<key>``. Planning reads each tar's headers once and stores
-every sample's byte ranges, so a batch fetches its members with one ranged read.
+Row ids are ``<tar path without .tar>/<key>``. Planning reads each tar's headers once (which on an
+object store streams the tar: the headers sit between the members) and stores every sample's
+byte ranges, so a batch fetches its members with one ranged read.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import posixpath
 import tarfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ..decode import IMAGE_SUFFIXES, ImageError
@@ -28,6 +30,7 @@ _IMAGE_EXTS = tuple(s.lstrip(".") for s in IMAGE_SUFFIXES)
 _MASK_EXTS = tuple(f"mask.{e}" for e in _IMAGE_EXTS)
 # One ranged read per batch unless the batch's members are spread over much more than they hold.
 _SPAN_SLACK_BYTES = 1 << 20
+_INDEX_THREADS = 8
 
 
 def _index_tar(fs: Any, path: str) -> tuple[list[tuple[str, int, int]], str | None]:
@@ -140,9 +143,11 @@ class WebDatasetReader:
             tars = [(root, posixpath.basename(root))]
         else:
             tars = [(posixpath.join(root, rel), rel) for rel in list_files(fs, root, self.suffixes)]
+        # Listing a tar reads it once (headers sit between the members); list several at a time.
+        with ThreadPoolExecutor(max_workers=_INDEX_THREADS) as pool:
+            listed = list(pool.map(lambda t: tar_items(fs, t[0], prefix=t[1][: -len(".tar")]), tars))
         shards = []
-        for index, (path, rel) in enumerate(tars):
-            items = tar_items(fs, path, prefix=rel[: -len(".tar")])
+        for index, ((path, _), items) in enumerate(zip(tars, listed)):
             shard_id = f"shard-{index:05d}"
             shards.append((ShardPlan(shard_id, self.name, len(items),
                                      items_uri=join(spec.output_uri, "plan", f"{shard_id}.json"),

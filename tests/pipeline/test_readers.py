@@ -145,3 +145,15 @@ def test_auto_detection_and_the_registry(tmp_path):
     assert get_reader("webdataset").name == "webdataset"
     with pytest.raises(JobSpecError, match="input_format: .*expected auto or one of"):
         parse_spec({"input_uri": "/in", "output_uri": "/out", "input_format": "tfrecord"})
+
+
+def test_member_ranges_come_back_exact_whether_close_together_or_far_apart(tmp_path):
+    from tasks.readers.webdataset import _fetch
+
+    data = bytes(range(256)) * 20_000  # 5 MB
+    (tmp_path / "f.tar").write_bytes(data)
+    fs, path = open_fs(str(tmp_path / "f.tar"))
+    near = [[10, 5], [100, 3]]  # one read of bytes 10..103
+    far = [[10, 5], [4_000_000, 7], [100, 3]]  # one read per range
+    assert _fetch(fs, path, near) == [data[10:15], data[100:103]]
+    assert _fetch(fs, path, far) == [data[10:15], data[4_000_000:4_000_007], data[100:103]]
