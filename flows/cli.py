@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +75,9 @@ def _add_spec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", help="output folder/prefix (images/, manifests/, summary.json)")
     p.add_argument("--masks", help="prefix of masks with the images' relative paths "
                                    "(pixel 0 = missing, non-zero = known)")
-    p.add_argument("--input-format", choices=["auto", "images", "parquet"])
+    from tasks.readers import reader_names
+
+    p.add_argument("--input-format", choices=["auto", *reader_names()])
     p.add_argument("--task", help="inpaint (with masks), box, random, superres or denoise")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="task parameter (repeat)")
     p.add_argument("--method", help="restoration method (list them with `restora methods`)")
@@ -142,47 +143,6 @@ def spec_from_args(args: argparse.Namespace):
     return parse_spec(data)
 
 
-class _ProgressBar:
-    """Shard progress on a terminal: polls the committed manifests against the stored plan."""
-
-    def __init__(self, spec, stream=sys.stderr, interval: float = 1.0):
-        self.spec, self.stream, self.interval = spec, stream, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        if self.stream.isatty():
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-            self.stream.write("\n")
-
-    def _run(self) -> None:
-        from tasks.manifest import manifest_dir
-        from tasks.planning import load_plan
-        from tasks.storage import list_files, open_fs
-
-        total = None
-        while not self._stop.wait(self.interval):
-            try:
-                if total is None:
-                    plan = load_plan(self.spec)
-                    total = len(plan.shards) if plan else None
-                    continue
-                fs, root = open_fs(manifest_dir(self.spec.output_uri), self.spec.storage_options)
-                done = min(len(list_files(fs, root, (".parquet",))), total)
-            except Exception:  # noqa: BLE001, S112 - the bar is cosmetic
-                continue
-            width = 30
-            filled = int(width * done / max(total, 1))
-            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} shards")
-            self.stream.flush()
-
-
 def _print_summary(summary: dict[str, Any]) -> None:
     images = summary["images"]
     print(f"restored {images['ok']}/{images['total']} images ({images['error']} errors) "
@@ -209,10 +169,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
         return 2
     from flows.restore_dataset import restore_dataset
 
-    with _ProgressBar(spec):
-        state = restore_dataset(spec=spec, retry_failed=args.retry_failed,
-                                overwrite=args.overwrite, ray_address=args.ray_address,
-                                return_state=True)
+    # Progress (images done / total, rate, ETA) arrives as the flow's log lines as batches finish.
+    state = restore_dataset(spec=spec, retry_failed=args.retry_failed,
+                            overwrite=args.overwrite, ray_address=args.ray_address,
+                            return_state=True)
     if state.is_completed():
         _print_summary(state.result())
         return 0

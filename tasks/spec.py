@@ -11,9 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from restora_core.samplers import METHODS, get_method, methods_for_task, params_dict
 
+from .readers import reader_names
+
 Task = Literal["inpaint", "box", "random", "superres", "denoise"]
 SizePolicy = Literal["error", "resize", "center-crop"]
-InputFormat = Literal["auto", "images", "parquet"]
 InputKind = Literal["observed", "clean"]
 
 # Fields that change the restored pixels or the manifest rows; batch size, pool size and the
@@ -36,7 +37,7 @@ class JobSpec(BaseModel):
     input_uri: str = Field(description="folder/prefix of images, or of Parquet shards (fsspec URI)")
     output_uri: str = Field(description="folder/prefix for images/, manifests/, plan/, summary.json")
     masks_uri: str | None = Field(None, description="prefix of masks with the images' relative paths")
-    input_format: InputFormat = "auto"
+    input_format: str = Field("auto", description="auto, or a format registered in tasks.readers")
     task: Task = "inpaint"
     task_params: dict[str, Any] = Field(default_factory=dict)
     method: str = Field("restora_flow", description="a method of `restora methods`")
@@ -77,6 +78,14 @@ class JobSpec(BaseModel):
         if not value.strip():
             raise ValueError("must not be empty")
         return value.rstrip("/") if len(value) > 1 else value
+
+    @field_validator("input_format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value != "auto" and value not in reader_names():
+            raise ValueError(f"unknown input format '{value}'; expected auto or one of "
+                             f"{', '.join(reader_names())}")
+        return value
 
     @field_validator("task_params", "method_params")
     @classmethod

@@ -105,9 +105,11 @@ class RestoreWorker:
         for k, i in enumerate(rows):
             out["restored"][i] = x[k].numpy()
             out["nfe"][i] = result.nfe
-            if self.spec.save_inputs:
+            if self.spec.save_inputs or batch["preview"][i]:
                 out["observed"][i] = y_cpu[k].numpy()
                 out["obs_mask"][i] = None if m_cpu is None else m_cpu[k].numpy()
+            if batch["preview"][i] and self.spec.uses_references:
+                out["reference"][i] = batch["image"][i]
             for name, values in metrics.items():
                 value = float(values.reshape(-1)[k])
                 out[name][i] = value if np.isfinite(value) else np.nan
@@ -116,7 +118,7 @@ class RestoreWorker:
         """Restore every ``status == "ok"`` row; failures become error rows, never exceptions."""
         n = len(batch["id"])
         out: dict[str, Any] = {"restored": [None] * n, "observed": [None] * n,
-                               "obs_mask": [None] * n, "nfe": [None] * n}
+                               "obs_mask": [None] * n, "reference": [None] * n, "nfe": [None] * n}
         for name in METRIC_COLUMNS:
             out[name] = [np.nan] * n
         status = list(batch["status"])
@@ -142,7 +144,8 @@ class RestoreWorker:
         result["status"] = object_array(status)
         result["error"] = object_array(error)
         for key, values in out.items():
-            result[key] = object_array(values) if key in ("restored", "observed", "obs_mask", "nfe") \
+            result[key] = object_array(values) if key in ("restored", "observed", "obs_mask",
+                                                          "reference", "nfe") \
                 else np.asarray(values, dtype=np.float64)
         result["device"] = object_array([self.device] * n)
         result["worker_node"] = object_array([self.node] * n)
