@@ -9,6 +9,7 @@ import torch
 
 from .noise import generators_for_seeds
 from .priors import Prior
+from .runtime import runtime_of
 from .samplers import denoise_nfe, ot_ode, ot_ode_nfe, pnp_flow, restora_flow, restora_flow_denoise
 from .seeding import image_seed
 
@@ -122,8 +123,10 @@ def restore(
         x = restora_flow_denoise(velocity, y, sigma=sigma, steps=steps)
     elif method in ("restora_flow", "mask_ode"):
         c = corrections if method == "restora_flow" else 0
+        runtime = runtime_of(velocity)
         x = restora_flow(velocity, y, mask, steps=steps, corrections=c, generator=gens,
-                         paste_known=paste_known)
+                         paste_known=paste_known,
+                         cuda_graph=bool(runtime and runtime.cuda_graph and y.is_cuda))
     elif method == "ot_ode":
         x = ot_ode(velocity, y, mask, steps=steps, t0=t0, sigma_y=sigma_y, generator=gens)
     else:

@@ -13,7 +13,7 @@ import bisect
 import json
 import posixpath
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -23,8 +23,10 @@ from restora_core.seeding import image_seed
 
 from .decode import ImageError, decode_image, decode_mask, encode_mask_png, encode_png, safe_id
 from .manifest import MANIFEST_COLUMNS, params_json
-from .spec import JobSpec, RunInfo
 from .storage import is_transient_storage_error, join, open_fs, write_atomic
+
+if TYPE_CHECKING:  # annotations only: reading and writing batches needs no pydantic
+    from .spec import JobSpec, RunInfo
 
 ROW_COLUMNS = ("id", "source_uri", "mask_uri", "status", "error", "task_params", "seed",
                "width", "height", "start_time")

@@ -16,6 +16,8 @@ from .worker import RestoreWorker
 _MAX_RESTARTS = 4
 # CPUs one shard read/write Ray task reserves (tasks/shard.py uses the same figure).
 IO_TASK_CPUS = 0.25
+# Calls an actor runs at once: one samples on the device while the next prepares on the CPU.
+ACTOR_CONCURRENCY = 2
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class ActorPool:
         return self._remote.options(
             num_cpus=self.resources.num_cpus, num_gpus=self.resources.num_gpus,
             max_restarts=_MAX_RESTARTS, max_task_retries=_MAX_RESTARTS,
+            max_concurrency=ACTOR_CONCURRENCY,
             scheduling_strategy="SPREAD",
         ).remote(self.spec, self.info, self.resources.threads)
 
