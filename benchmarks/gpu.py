@@ -370,6 +370,10 @@ def collect_compile_child(mode: str, child: subprocess.Popen, ctx: dict, tmp: Pa
     compiled = tmp / f"compiled-{mode}.json"
     compile_s = json.loads(compiled.read_text())["compile_s"] if compiled.exists() else None
     for row in rows:
+        if "error" in row:
+            bench.add("not_measured", {"row": row["error"].split(":")[0],
+                                       "reason": "not measured: failed: " + row["error"]})
+            continue
         row["compile_s"] = compile_s
         bench.add("psnr" if "psnr_restored_mean_db" in row else "rows", row)
     what = f"compile {mode}"
@@ -412,7 +416,11 @@ def child_main(args: argparse.Namespace) -> int:
 
     for graph in (False, True):
         gcfg = resolve_runtime(_cfg("bf16w", graph=graph, compile_mode=mode), device)
-        row, _ = sampler_row(v, gcfg, batch, ctx)
+        try:
+            row, _ = sampler_row(v, gcfg, batch, ctx)
+        except Exception as exc:  # noqa: BLE001 - a failed fast path is a result, not a crash
+            row = {"error": f"sampler {_label(gcfg, device)} batch {batch}: "
+                            f"{type(exc).__name__}: {str(exc)[:300]}"}
         rows.append(row)
         save()
     ref = torch.load(tmp / "ref.pt")
@@ -491,7 +499,7 @@ def to_markdown(result: dict) -> str:
     lines = [f"# GPU benchmark ({info.get('date')}, {info.get('device')})", "",
              f"Command: `{info.get('command')}`", "",
              "```", json.dumps(info, indent=1), "```", "", goal_line(result), "",
-             "## Sampler rows (celeba128 architecture, random weights)", "",
+             f"## Sampler rows ({info.get('model')})", "",
              ("ms_per_nfe is the slope between two sampler lengths (so it is the cost per network "
              "evaluation inside the real sampler: mask re-imposition, noise, step and network); "
              "overhead_ms is the fixed cost per call (setup, graph capture); images_per_s_190nfe "
@@ -512,6 +520,8 @@ def to_markdown(result: dict) -> str:
 def run(args: argparse.Namespace) -> dict:
     """Every measurement in order of value, inside ``args.budget_s``; returns the result."""
     device = torch.device(args.device)
+    if args.quick and device.type == "cpu":
+        torch.set_num_threads(1)  # a smoke test on a shared CPU: an OpenMP team only thrashes
     stem = "gpu_quick" if args.quick else "gpu_128"
     bench = Bench(args, stem)
     info = bench.result["info"]

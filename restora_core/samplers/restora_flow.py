@@ -88,12 +88,15 @@ class StaticTransitions:
         self.table = torch.tensor(coefs, dtype=y.dtype).to(y.device)
         self.kinds = ["up" if t_next > t else "down" for t, t_next in schedule]
         self.c = torch.empty(5, dtype=y.dtype, device=y.device)
+        self.tvec = torch.empty(y.shape[0], dtype=y.dtype, device=y.device)
         self.capture = capture
         self.graphs: dict[str, torch.cuda.CUDAGraph] = {}
         self._pool = None
 
     def _tvec(self) -> torch.Tensor:
-        return self.c[0].expand(self.x.shape[0])
+        # A contiguous (B,) time like the eager walk's, so compiled networks see the same input.
+        self.tvec.copy_(self.c[0].expand(self.tvec.shape[0]))
+        return self.tvec
 
     def _up(self) -> None:
         c = self.c
