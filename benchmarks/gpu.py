@@ -193,6 +193,7 @@ class Bench:
         self.result: dict[str, Any] = {"info": {}, "rows": [], "psnr": [], "pipeline": [],
                                        "not_measured": [], "notes": []}
         self.pending: list[str] = []
+        self.tmp: Path | None = None  # scratch folder, removed at the end or by the watchdog
 
     def left(self) -> float:
         """Seconds left before the watchdog stops the run."""
@@ -239,6 +240,8 @@ class Bench:
                                         f"{_now() - self.start:.0f} s")
             self.stop_children()
             self.write()
+            if self.tmp is not None:
+                shutil.rmtree(self.tmp, ignore_errors=True)
         os._exit(0)
 
     def stop_children(self) -> None:
@@ -542,7 +545,7 @@ def run(args: argparse.Namespace) -> dict:
                      + [f"psnr {n} {p}" for n in ("random", "photo32") for p in PSNR_PRECISIONS])
     threading.Thread(target=bench.watchdog, daemon=True).start()
     bench.write()
-    tmp = Path(tempfile.mkdtemp(prefix="gpubench-"))
+    tmp = bench.tmp = Path(tempfile.mkdtemp(prefix="gpubench-"))
     ctx: dict[str, Any] = {
         "gpu_default": info["gpu_default"], "bench": bench, "device": device, "res": res, "channels": ch, "net": net,
         "arch": dict(QUICK_ARCH) if args.quick else dict(PRESETS["celeba128"]),
