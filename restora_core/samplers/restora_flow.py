@@ -127,7 +127,8 @@ class StaticTransitions:
             self.graphs[kind + "_warm"] = None  # type: ignore[assignment]
         else:
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool):
+            # thread_local: other threads (a worker preparing its next batch) may use CUDA.
+            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
                 fn()
             self._pool = graph.pool()
             self.graphs[kind] = graph
