@@ -245,10 +245,9 @@ class Bench:
         os._exit(0)
 
     def stop_children(self) -> None:
-        """Kill the compile child processes this run started."""
+        """Kill the compile child processes this run started, with their compile workers."""
         for child in self.children:
-            if child.poll() is None:
-                child.kill()
+            kill_child(child)
 
 
 def _estimate_s(cfg: RuntimeConfig, batch: int, ctx: dict) -> float:
@@ -345,6 +344,16 @@ def pipeline_rows(ctx: dict, tmp: Path) -> None:
     bench.done(what)
 
 
+def kill_child(child: subprocess.Popen) -> None:
+    """Kill a compile child's process group (it was started in a session of its own)."""
+    if child.poll() is None:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        child.wait()
+
+
 def start_compile_child(mode: str, ctx: dict, tmp: Path) -> subprocess.Popen:
     """Start the child that compiles ``mode`` now and measures when ``tmp/go`` appears."""
     args = ctx["bench"].args
@@ -354,7 +363,9 @@ def start_compile_child(mode: str, ctx: dict, tmp: Path) -> subprocess.Popen:
         cmd.append("--quick")
     env = {**os.environ, "TORCHINDUCTOR_COMPILE_THREADS": str(max(1, (os.cpu_count() or 2) // 2))}
     log = open(tmp / f"child-{mode}.log", "w")  # noqa: SIM115 - closed when the child ends
-    child = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    # Its own process group, so that stopping it also stops inductor's compile workers.
+    child = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True)
     ctx["bench"].children.append(child)
     return child
 
@@ -366,8 +377,7 @@ def collect_compile_child(mode: str, child: subprocess.Popen, ctx: dict, tmp: Pa
     try:
         child.wait(timeout=max(1.0, bench.left()))
     except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
+        kill_child(child)
     rows_file = tmp / f"rows-{mode}.json"
     rows = json.loads(rows_file.read_text()) if rows_file.exists() else []
     compiled = tmp / f"compiled-{mode}.json"
