@@ -76,6 +76,17 @@ def measure(name: str, batch: int, repeats: int) -> dict:
                                      else "never")}
 
 
+def write(out: Path, info: dict, rows: list[dict]) -> None:
+    """Write cpu_compile.json and cpu_compile.md."""
+    (out / "cpu_compile.json").write_text(json.dumps({"info": info, "rows": rows}, indent=1))
+    cols = list(rows[0])
+    lines = ["# torch.compile (inductor C++) vs eager on the CPU", "",
+             *(f"- {k}: {v}" for k, v in info.items()), "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
+             *("| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows), ""]
+    (out / "cpu_compile.md").write_text("\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -91,17 +102,12 @@ def main(argv: list[str] | None = None) -> int:
             "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} "
                        f"torch thread(s)", "torch": torch.__version__,
             "python": platform.python_version(), "command": command}
-    rows = [measure(name, args.batch, args.repeats) for name in args.models.split(",")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "cpu_compile.json").write_text(json.dumps({"info": info, "rows": rows}, indent=1))
-    cols = list(rows[0])
-    lines = ["# torch.compile (inductor C++) vs eager on the CPU", "",
-             *(f"- {k}: {v}" for k, v in info.items()), "",
-             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
-             *("| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows), ""]
-    (out / "cpu_compile.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    rows: list[dict] = []
+    for name in args.models.split(","):  # tables rewritten after each model: a kill loses nothing
+        rows.append(measure(name, args.batch, args.repeats))
+        write(out, info, rows)
     return 0
 
 
