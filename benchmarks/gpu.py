@@ -50,8 +50,10 @@ QUICK_ARCH = {"input_channels": 3, "input_height": 16, "ch": 32, "ch_mult": (1, 
               "num_res_blocks": 1, "attn_resolutions": (8,)}
 
 
-def _cfg(precision: str, cl: bool = False, graph: bool = False, compile_mode: str = "off"):
-    return RuntimeConfig(precision=precision, channels_last=cl, compile=compile_mode, cuda_graph=graph)
+def _cfg(precision: str, cl: bool = False, graph: bool = False, compile_mode: str = "off",
+         cudnn: bool = False) -> RuntimeConfig:
+    return RuntimeConfig(precision=precision, channels_last=cl, compile=compile_mode,
+                         cuda_graph=graph, cudnn_benchmark=cudnn)
 
 
 # (setting, batches) in the order they are measured: the most informative first, so that what a
@@ -66,6 +68,9 @@ EAGER_PLAN: list[tuple[RuntimeConfig, tuple[int, ...]]] = [  # batch 128 first, 
     (_cfg("bf16", cl=True), (128,)),
     (_cfg("bf16w", cl=True), (128,)),
     (_cfg("bf16w", cl=True, graph=True), (128,)),
+    (_cfg("bf16w", cudnn=True), (128,)),
+    (_cfg("bf16w", cl=True, cudnn=True), (128,)),
+    (_cfg("bf16w", cl=True, cudnn=True, graph=True), (128,)),
     (_cfg("bf16"), (256, 512)),
     (_cfg("bf16w"), (256, 512)),
     (_cfg("bf16w", graph=True), (256, 512)),
@@ -287,11 +292,12 @@ def eager_rows(net, ctx: dict, plan: list[tuple[RuntimeConfig, tuple[int, ...]]]
             except Exception as exc:  # noqa: BLE001 - a fast path that fails is a result
                 bench.skip(what, f"failed: {type(exc).__name__}: {str(exc)[:300]}")
                 continue
-            twin = (cfg.precision, cfg.channels_last, not cfg.cuda_graph, batch)
+            key = (cfg.precision, cfg.channels_last, cfg.cudnn_benchmark, batch)
+            twin = (*key, not cfg.cuda_graph)
             if twin in firsts:  # same setting with/without graph: the graph must not change pixels
                 row["max_abs_vs_" + ("eager" if cfg.cuda_graph else "graph")] = \
                     float((first - firsts[twin]).abs().max())
-            firsts[(cfg.precision, cfg.channels_last, bool(cfg.cuda_graph), batch)] = first
+            firsts[(*key, bool(cfg.cuda_graph))] = first
             bench.add("rows", row)
             bench.done(what)
         del v

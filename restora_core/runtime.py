@@ -32,18 +32,22 @@ class RuntimeConfig:
 
     ``compile``: inductor mode ("default", "max-autotune") or "off" (True/False are accepted).
     ``cuda_graph``: samplers replay one captured CUDA graph per transition kind (fixed batch).
+    ``cudnn_benchmark``: let cuDNN time its convolution algorithms per shape (CUDA only).
     """
 
     precision: Precision = "auto"
     channels_last: bool | None = None
     compile: CompileMode | bool = "auto"
     cuda_graph: bool | None = None
+    cudnn_benchmark: bool | None = None
 
 
 # What "auto" means per device type. Change the defaults here and nowhere else.
 DEVICE_DEFAULTS: dict[str, RuntimeConfig] = {
-    "cuda": RuntimeConfig(precision="bf16", channels_last=False, compile="off", cuda_graph=False),
-    "cpu": RuntimeConfig(precision="fp32", channels_last=False, compile="off", cuda_graph=False),
+    "cuda": RuntimeConfig(precision="bf16", channels_last=False, compile="off", cuda_graph=False,
+                          cudnn_benchmark=False),
+    "cpu": RuntimeConfig(precision="fp32", channels_last=False, compile="off", cuda_graph=False,
+                         cudnn_benchmark=False),
 }
 
 
@@ -56,13 +60,15 @@ def resolve_runtime(config: RuntimeConfig, device: torch.device | str) -> Runtim
         precision=base.precision if config.precision == "auto" else config.precision,
         channels_last=base.channels_last if config.channels_last is None else config.channels_last,
         compile=base.compile if compile_mode == "auto" else compile_mode,
-        cuda_graph=base.cuda_graph if config.cuda_graph is None else config.cuda_graph)
+        cuda_graph=base.cuda_graph if config.cuda_graph is None else config.cuda_graph,
+        cudnn_benchmark=(base.cudnn_benchmark if config.cudnn_benchmark is None
+                         else config.cudnn_benchmark))
     if out.precision not in PRECISIONS:
         raise ValueError(f"unknown precision '{out.precision}'; expected auto or one of {PRECISIONS}")
     if out.compile not in COMPILE_MODES:
         raise ValueError(f"unknown compile mode '{out.compile}'; expected auto or one of {COMPILE_MODES}")
-    if out.cuda_graph and device.type != "cuda":
-        out = replace(out, cuda_graph=False)  # capture needs CUDA; elsewhere run eagerly
+    if device.type != "cuda":  # capture and cuDNN need CUDA; elsewhere run eagerly
+        out = replace(out, cuda_graph=False, cudnn_benchmark=False)
     return out
 
 
@@ -77,6 +83,8 @@ def describe(config: RuntimeConfig) -> str:
     parts.append("channels_last" if config.channels_last else "nchw")
     if config.compile != "off":
         parts.append(f"compile:{config.compile}")
+    if config.cudnn_benchmark:
+        parts.append("cudnn_benchmark")
     if config.cuda_graph:
         parts.append("cuda_graph")
     return "+".join(parts)
@@ -128,17 +136,21 @@ class FastVelocity(nn.Module):
     """Wraps a velocity network: inputs in float32, network in the chosen precision and layout,
     outputs back in float32, so samplers keep their state in float32."""
 
-    def __init__(self, net: nn.Module, precision: str, channels_last: bool):
+    def __init__(self, net: nn.Module, precision: str, channels_last: bool,
+                 cudnn_benchmark: bool = False):
         super().__init__()
         self.net, self.precision, self.channels_last = net, precision, channels_last
+        self.cudnn_benchmark = cudnn_benchmark
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """v(x, t) with ``x: (B, C, H, W)`` float32 and ``t: (B,)``; returns float32."""
         if x.is_cuda:
-            # TF32 is a process-wide switch: set it per call so each velocity runs as prepared.
+            # TF32 and cuDNN autotuning are process-wide switches: set them per call so that
+            # each velocity runs as it was prepared.
             tf32 = self.precision == "tf32"
             torch.backends.cuda.matmul.allow_tf32 = tf32
             torch.backends.cudnn.allow_tf32 = tf32
+            torch.backends.cudnn.benchmark = self.cudnn_benchmark
         xin = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
         if self.precision == "bf16":
             # No cast cache: each weight is used once per call, and cached casts must not
@@ -176,7 +188,7 @@ def prepare_velocity(net: nn.Module, device: torch.device | str,
         # Static shapes: one compilation per batch size, each fully specialised. The network
         # alone is compiled; the casts and process-wide switches around it stay eager.
         work = torch.compile(work, mode=cfg.compile, dynamic=False)
-    wrapped = FastVelocity(work, cfg.precision, bool(cfg.channels_last))
+    wrapped = FastVelocity(work, cfg.precision, bool(cfg.channels_last), bool(cfg.cudnn_benchmark))
     wrapped.runtime = cfg
     return wrapped
 

@@ -63,6 +63,8 @@ def test_auto_resolves_from_the_device_table_and_labels_name_every_setting():
     assert describe(explicit) == "bf16w+channels_last+compile:default+cuda_graph"
     # Capture needs CUDA: elsewhere the flag resolves off and the label says so.
     assert not resolve_runtime(RuntimeConfig(cuda_graph=True), "cpu").cuda_graph
+    assert describe(resolve_runtime(RuntimeConfig(cudnn_benchmark=True), "cuda")).endswith(
+        "+cudnn_benchmark")
     assert prepare_velocity(_net(), "cpu").runtime == DEVICE_DEFAULTS["cpu"]
 
 
