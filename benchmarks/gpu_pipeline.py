@@ -69,8 +69,7 @@ def measure_pipeline(net: torch.nn.Module, arch: dict[str, Any], tmp: Path, *,
     start after ``deadline_s`` seconds.
     """
     from tasks.batch_io import load_batch, write_batch
-    from tasks.pool import ACTOR_CONCURRENCY
-    from tasks.worker import RestoreWorker
+    from tasks.worker import ACTOR_CONCURRENCY, RestoreWorker
 
     started = time.perf_counter()
 

@@ -10,14 +10,13 @@ from typing import Any
 import ray
 
 from .spec import JobSpec, JobSpecError, RunInfo
-from .worker import RestoreWorker
+from .worker import ACTOR_CONCURRENCY, RestoreWorker
 
 # An actor whose node dies is restarted elsewhere and its queued calls are replayed.
 _MAX_RESTARTS = 4
 # CPUs one shard read/write Ray task reserves (tasks/shard.py uses the same figure).
 IO_TASK_CPUS = 0.25
-# Calls an actor runs at once: one samples on the device while the next prepares on the CPU.
-ACTOR_CONCURRENCY = 2
+
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,9 @@ from .batch_io import object_array
 if TYPE_CHECKING:  # the worker only reads the spec: importing it needs no pydantic
     from .spec import JobSpec, RunInfo
 
+# Calls an actor runs at once (Ray max_concurrency, set in tasks.pool): one samples on the
+# device while the next prepares on the CPU.
+ACTOR_CONCURRENCY = 2
 METRIC_COLUMNS = ("known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips")
 
 
