@@ -498,8 +498,10 @@ def _device_name(device: torch.device) -> str:
 
 
 def _psnr_of(row: dict, psnr: list[dict], compiled: bool) -> list[dict]:
+    """PSNR rows of ``row``'s precision: uncompiled, or compiled in ``row``'s mode."""
     return [p for p in psnr if p["setting"].split("+")[0] == row["precision"]
-            and ("compile:" in p["setting"]) == compiled]
+            and (f"compile:{row['compile']}" in p["setting"] if compiled
+                 else "compile:" not in p["setting"])]
 
 
 def psnr_cell(row: dict, psnr: list[dict]) -> str:
