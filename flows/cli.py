@@ -12,7 +12,9 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
+
+from restora_core.runtime import Precision
 
 _QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -99,8 +101,8 @@ def _add_spec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-concurrent-shards", type=int)
     p.add_argument("--max-pixels", type=int)
     p.add_argument("--lpips-weights")
-    p.add_argument("--precision", choices=["auto", "fp32", "tf32", "bf16"],
-                   help="network precision (auto: bf16 autocast on GPUs, fp32 on CPUs)")
+    p.add_argument("--precision", choices=list(get_args(Precision)),
+                   help="network precision (auto: restora_core.runtime.DEVICE_DEFAULTS)")
     p.add_argument("--save-inputs", action="store_true", default=None,
                    help="also write the degraded input and mask beside each output")
     p.add_argument("--endpoint-url", help="S3 endpoint (e.g. http://127.0.0.1:9000)")

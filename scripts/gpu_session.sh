@@ -24,7 +24,7 @@ if (( QUICK )); then TRAIN_ARGS=(--quick); BENCH_ARGS=(--quick --device cpu); el
 
 log "stage 1: training (budget ${TRAIN_BUDGET} s)"
 timeout --signal=INT --kill-after=20 $((TRAIN_BUDGET + 40)) \
-  python3 -m TRAIN_MODULE --out "$OUT/work/train" --budget-s "$TRAIN_BUDGET" "${TRAIN_ARGS[@]}" \
+  python3 -m priors.gpu_stage --out "$OUT/work/train" --budget-s "$TRAIN_BUDGET" "${TRAIN_ARGS[@]}" \
   2>&1 | tee "$OUT/work/train.log"
 log "stage 1 exit: ${PIPESTATUS[0]}"
 
@@ -39,5 +39,4 @@ for f in "$OUT"/work/train/*.safetensors; do [[ -e "$f" ]] && cp "$f" "$OUT/"; d
 tar -C "$OUT/work" --exclude='*.safetensors' --exclude='*.pt' -czf "$OUT/results.tar.gz" .
 cp "$OUT/work/session.log" "$OUT/session.log"
 rm -rf "$OUT/work"
-log "done" 2>/dev/null || true
 ls -la "$OUT"

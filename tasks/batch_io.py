@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import posixpath
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,8 +24,10 @@ from .decode import ImageError, decode_image, decode_mask, encode_mask_png, enco
 from .manifest import MANIFEST_COLUMNS, params_json
 from .preview import PREVIEW_ROWS, preview_relpath, preview_strip
 from .readers import SourceRow, get_reader
-from .spec import JobSpec, RunInfo
 from .storage import join, open_fs, write_atomic
+
+if TYPE_CHECKING:  # annotations only: reading and writing batches needs no pydantic
+    from .spec import JobSpec, RunInfo
 
 ROW_COLUMNS = ("id", "source_uri", "mask_uri", "status", "error", "task_params", "seed",
                "width", "height", "start_time")

@@ -10,12 +10,13 @@ from typing import Any
 import ray
 
 from .spec import JobSpec, JobSpecError, RunInfo
-from .worker import RestoreWorker
+from .worker import ACTOR_CONCURRENCY, RestoreWorker
 
 # An actor whose node dies is restarted elsewhere and its queued calls are replayed.
 _MAX_RESTARTS = 4
 # CPUs one shard read/write Ray task reserves (tasks/shard.py uses the same figure).
 IO_TASK_CPUS = 0.25
+
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class ActorPool:
         return self._remote.options(
             num_cpus=self.resources.num_cpus, num_gpus=self.resources.num_gpus,
             max_restarts=_MAX_RESTARTS, max_task_retries=_MAX_RESTARTS,
+            max_concurrency=ACTOR_CONCURRENCY,
             scheduling_strategy="SPREAD",
         ).remote(self.spec, self.info, self.resources.threads)
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from restora_core.runtime import Precision
 from restora_core.samplers import METHODS, get_method, methods_for_task, params_dict
 
 from .readers import reader_names
@@ -65,8 +66,9 @@ class JobSpec(BaseModel):
     max_concurrent_shards: int = Field(2, ge=1)
     max_pixels: int = Field(50_000_000, ge=1, description="decompression-bomb cap per image")
     save_inputs: bool = False
-    precision: Literal["auto", "fp32", "tf32", "bf16"] = Field(
-        "auto", description="network precision: auto = bf16 autocast on CUDA, fp32 on CPU")
+    precision: Precision = Field(
+        "auto", description="network precision: auto = the device's entry in "
+        "restora_core.runtime.DEVICE_DEFAULTS; bf16w = bf16 weights, fp32 GroupNorm")
     id_column: str = "id"
     image_column: str = "image"
     mask_column: str = "mask"

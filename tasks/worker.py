@@ -4,14 +4,19 @@ Ray runs it as an actor (``ray.remote(RestoreWorker)``); resources (GPUs, CPUs, 
 chosen where the pool is launched (``tasks.pool``), never here. ``__call__`` maps the
 ``dict[str, np.ndarray]`` batch from ``load_batch`` to the same batch plus the restored images,
 per-image status/error, nfe, metrics, device and node, all as columns.
+
+Calls may run concurrently (Ray ``max_concurrency``, see ``tasks.pool``): the device section of a
+call holds a lock, so one batch samples while another builds its observations or computes its
+metrics on the CPU, and the device is never idle between batches.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,8 +30,13 @@ from restora_core.runtime import RuntimeConfig
 from restora_core.seeding import image_seed
 
 from .batch_io import object_array
-from .spec import JobSpec, RunInfo
 
+if TYPE_CHECKING:  # the worker only reads the spec: importing it needs no pydantic
+    from .spec import JobSpec, RunInfo
+
+# Calls an actor runs at once (Ray max_concurrency, set in tasks.pool): one samples on the
+# device while the next prepares on the CPU.
+ACTOR_CONCURRENCY = 2
 METRIC_COLUMNS = ("known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips")
 
 
@@ -57,6 +67,7 @@ class RestoreWorker:
             raise RuntimeError(f"prior '{spec.prior}' changed during the run: weights hash "
                                f"{prior.model_id[:12]} != validated {info.model_id[:12]}")
         self.prior = prior.prepare(self.device, RuntimeConfig(precision=spec.precision))
+        self._device_lock = threading.Lock()
         self.node = _node_id()
         self.lpips = None
         if spec.lpips_weights and spec.uses_references:
@@ -82,10 +93,15 @@ class RestoreWorker:
         kwargs: dict[str, Any] = {}
         if obs[0].sigma is not None:
             kwargs["sigma"] = obs[0].sigma
-        result = restore(self.prior, y, mask, method=self.spec.method, task=self.spec.task,
-                         seed=[int(batch["seed"][i]) for i in rows], **kwargs,
-                         **self.spec.resolved_params)
-        x = result.images.float().cpu()
+        if self.device == "cuda":  # page-locked: the copy to the device does not block the host
+            y, mask = y.pin_memory(), None if mask is None else mask.pin_memory()
+        with self._device_lock:
+            y_dev = y.to(self.device, non_blocking=True)
+            m_dev = None if mask is None else mask.to(self.device, non_blocking=True)
+            result = restore(self.prior, y_dev, m_dev, method=self.spec.method,
+                             task=self.spec.task, seed=[int(batch["seed"][i]) for i in rows],
+                             **kwargs, **self.spec.resolved_params)
+            x = result.images.float().cpu()
         y_cpu = y.float().cpu()
         m_cpu = None if mask is None else mask.float().cpu()
         metrics = {"known_fraction": (torch.ones(len(rows)) if m_cpu is None

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .method import Method, param
-from .restora_flow import PAPER, TASK_SOURCE, TASK_STEPS, RestoraFlowParams, restora_flow
+from .restora_flow import (
+    PAPER,
+    TASK_SOURCE,
+    TASK_STEPS,
+    RestoraFlowParams,
+    restora_flow,
+    wants_cuda_graph,
+)
 
 
 @dataclass(frozen=True)
@@ -19,7 +26,7 @@ class MaskODEParams:
 
 def _sample(velocity, y, mask, p: MaskODEParams, noise, generator):
     return restora_flow(velocity, y, mask, steps=p.steps, corrections=0, generator=generator,
-                        paste_known=p.paste_known)
+                        paste_known=p.paste_known, cuda_graph=wants_cuda_graph(velocity, y))
 
 
 ENTRY = Method(
