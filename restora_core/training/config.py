@@ -54,7 +54,9 @@ class TrainConfig:
     device: str = "cpu"
     bf16: bool = False                 # bf16 autocast on CUDA (weights and loss stay fp32)
     compile: bool = False              # torch.compile the training model (CUDA, opt-in)
-    prefetch: bool | None = None       # prepare the next batch in a thread (None: on CUDA)
+    device_data: bool | None = None    # hold the data on the device, draw batches there
+                                       # (None: when it takes <= 1/4 of the free memory)
+    prefetch: bool | None = None       # host-side batches only: prepare the next in a thread
     log_every: int = 50
     checkpoint_dir: str | None = None
     checkpoint_every: int = 500

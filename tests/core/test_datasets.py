@@ -20,7 +20,7 @@ from restora_core.datasets import (
     to_model_range,
 )
 from restora_core.datasets.arrays import dihedral
-from restora_core.datasets.shipped import load_eval_set
+from restora_core.datasets import load_eval_set
 from restora_core.datasets.sources import build_training_set, iter_image_bytes
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "restora_core" / "data"
