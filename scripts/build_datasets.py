@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from priors.recipes import BUILDERS, TRAIN_FILES, write_eval_set  # noqa: E402
-from restora_core.datasets import save_npz  # noqa: E402
+from priors.recipes import BUILDERS, TRAIN_FILES, write_eval_set
+from restora_core.datasets import save_npz
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -300,7 +300,7 @@ def save_npz(dataset: TrainingSet, path: str, storage_options: dict[str, Any] | 
         arrays["scales"] = np.array(dataset.scales, np.int64)
         arrays["weighting"] = np.array(dataset.weighting)
         if dataset.source_weights is not None:
-            arrays["source_weights"] = np.asarray(dataset.source_weights, np.float64)
+            arrays["sampling_weights"] = np.asarray(dataset.source_weights, np.float64)
         arrays["names"] = np.array(dataset.names or [f"source_{i}" for i in
                                                      range(len(dataset.sources))])
         for i, s in enumerate(dataset.sources):
@@ -345,7 +345,7 @@ def load_npz(
     meta = json.loads(str(z["meta"])) if "meta" in z else {}
     kind = str(z["kind"]) if "kind" in z else "images"
     if kind == "crops":
-        keys = sorted(k for k in z if k.startswith("source_"))
+        keys = sorted(k for k in z if k.startswith("source_") and k[7:].isdigit())
         sources = [_channels(z[k], channels) for k in keys]
         return CropSourceSet(
             sources=sources, resolution=resolution,
@@ -353,7 +353,7 @@ def load_npz(
             seed=seed, augment=augment if augment is not None else Augment(True, True),
             names=[str(n) for n in z.get("names", [])], meta=meta,
             weighting=str(z["weighting"]) if "weighting" in z else "uniform",
-            source_weights=z["source_weights"].tolist() if "source_weights" in z else None)
+            source_weights=z["sampling_weights"].tolist() if "sampling_weights" in z else None)
     if "images" in z:
         arr = z["images"]
     elif "x" in z:
