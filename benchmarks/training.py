@@ -73,6 +73,7 @@ def bare_rate(cfg: TrainConfig, dataset, warmup: int, steps: int,
                             fused=device.type == "cuda")
     batches = DeviceBatches(dataset, device, cfg.seed)
     batch = batches.finish(batches.draw(0, cfg.batch_size, cfg.ot_coupling))
+    batches.close()
 
     def one() -> None:
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -121,8 +122,10 @@ def measure(names: list[str], device: str, warmup: int, steps: int, on_row=_prin
     timed window, by fewer steps; ``batch_size``: instead of the recipe's)."""
     configure_device(device)
     rows = []
-    for name in names:
-        cfg = recipe_config(name, device, **({"batch_size": batch_size} if batch_size else {}))
+    for spec in names:
+        name, _, own_batch = spec.partition(":")  # "photo64:32" = photo64 at batch 32
+        batch = int(own_batch) if own_batch else batch_size
+        cfg = recipe_config(name, device, **({"batch_size": batch} if batch else {}))
         dataset, info = load_training_set(cfg)
         n_params = sum(p.numel() for p in build_model(cfg.architecture()).parameters())
         bare, timed = bare_rate(cfg, dataset, warmup, steps, seconds_each)
@@ -190,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--priors", default="digits32,photo32,photo64,mri64")
+    ap.add_argument("--priors", default="digits32,photo32,photo64,mri64",
+                    help="recipes, each optionally NAME:BATCH (e.g. photo64:32)")
     ap.add_argument("--warmup", type=int, help="warm-up steps (default per device)")
     ap.add_argument("--steps", type=int, help="timed steps, a multiple of --warmup")
     ap.add_argument("--threads", type=int, help="torch CPU threads")

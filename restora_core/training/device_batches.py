@@ -2,17 +2,18 @@
 every step's image choice, crops, flips, quarter turns, noise and times are drawn there from a
 generator seeded by ``(seed, step)``, so nothing but a few kernel launches happens on the host.
 
-The minibatch OT pairing is split in two so that the host's part overlaps the previous step:
-:meth:`DeviceBatches.draw` queues step k's draws and the (float64) cost matrix and starts its
-copy to the host; :meth:`DeviceBatches.finish` waits for that copy only, solves the assignment
-exactly on the CPU (``scipy.optimize.linear_sum_assignment``) while the device still runs step
-k-1, and queues the path point and target. Batches are a pure function of
+The minibatch OT pairing is split so that the host's part overlaps the network: :meth:`DeviceBatches.draw`
+queues step k's draws and the (float64) cost matrix, starts its copy to the host and, on CUDA,
+hands the wait for that copy and the exact assignment (``scipy.optimize.linear_sum_assignment``,
+which releases the GIL) to a worker thread; the loop launches step k-1's network meanwhile, and
+:meth:`DeviceBatches.finish` then only gathers the paired noise and queues the path point and target. Batches are a pure function of
 ``(seed, step, device type)``: a resumed run replays an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +57,19 @@ class PendingBatch:
     t: torch.Tensor
     cost: torch.Tensor | None = None       # host copy of the (B, B) cost (pinned on CUDA)
     ready: torch.cuda.Event | None = None  # recorded after the copy was queued
+    perm: Future | None = None             # the assignment, solved in the worker thread
+
+
+def _assignment(cost: torch.Tensor, ready: torch.cuda.Event | None) -> np.ndarray:
+    """``perm`` with ``perm[i]`` the noise index paired with image ``i`` (minimum total cost)."""
+    from scipy.optimize import linear_sum_assignment
+
+    if ready is not None:
+        ready.synchronize()
+    rows, cols = linear_sum_assignment(cost.numpy())
+    perm = np.empty(len(rows), np.int64)
+    perm[rows] = cols
+    return perm
 
 
 class DeviceBatches:
@@ -68,8 +82,13 @@ class DeviceBatches:
     k * 90 deg, as the dataset's ``augment`` allows.
     """
 
-    def __init__(self, dataset: TrainingSet, device: torch.device | str, seed: int = 0):
+    def __init__(self, dataset: TrainingSet, device: torch.device | str, seed: int = 0,
+                 overlap: bool | None = None):
         self.device = torch.device(device)
+        # solve assignments in a worker thread (default on CUDA; on the CPU the solver would
+        # compete with torch's own threads)
+        self.overlap = self.device.type == "cuda" if overlap is None else bool(overlap)
+        self._pool: ThreadPoolExecutor | None = None
         self.seed = int(seed)
         self.res = int(dataset.resolution)
         self.hflip, self.rot90 = bool(dataset.augment.hflip), bool(dataset.augment.rot90)
@@ -182,20 +201,25 @@ class DeviceBatches:
                 pending.cost = host
             else:
                 pending.cost = cost
+            if self.overlap:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(1, thread_name_prefix="restora-ot")
+                pending.perm = self._pool.submit(_assignment, pending.cost, pending.ready)
         return pending
+
+    def close(self) -> None:
+        """Stop the assignment thread (if one was started)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def finish(self, pending: PendingBatch) -> CFMBatch:
         """Pair the noise with the images by the exact OT assignment (when a cost was queued)
         and build the path point and target on the device."""
         x0 = pending.x0
         if pending.cost is not None:
-            from scipy.optimize import linear_sum_assignment
-
-            if pending.ready is not None:
-                pending.ready.synchronize()
-            rows, cols = linear_sum_assignment(pending.cost.numpy())
-            perm = np.empty(len(rows), np.int64)
-            perm[rows] = cols
+            perm = (pending.perm.result() if pending.perm is not None
+                    else _assignment(pending.cost, pending.ready))
             perm_t = torch.from_numpy(perm)
             if self.device.type == "cuda":
                 perm_t = perm_t.pin_memory().to(self.device, non_blocking=True)

@@ -267,6 +267,8 @@ def train(cfg: TrainConfig, *, dataset: TrainingSet | None = None,
             emit({"event": "checkpoint", "step": step, "uri": last_ckpt})
     if pool is not None:
         pool.shutdown(wait=True, cancel_futures=True)
+    if batches is not None:
+        batches.close()
     if n_in_window:  # the tail after the last log line
         now = time.perf_counter()
         mean_loss = float(loss_sum) / n_in_window

@@ -92,3 +92,16 @@ def test_ot_pairing_reaches_the_exact_minimum_cost():
     assert torch.allclose(((x0 - pending.x1) ** 2).sum(), ((best - pending.x1) ** 2).sum())
     assert torch.allclose(batch.x_t, pending.t[:, None, None, None] * pending.x1
                           + (1 - pending.t[:, None, None, None]) * x0, atol=1e-6)
+
+
+def test_assignment_in_the_worker_thread_gives_the_same_batch():
+    ds = ImageArraySet(np.random.default_rng(6).integers(0, 256, (40, 4, 4, 1), np.uint8), 4)
+    inline = DeviceBatches(ds, "cpu", seed=1, overlap=False)
+    threaded = DeviceBatches(ds, "cpu", seed=1, overlap=True)
+    try:
+        for k in range(3):
+            a = inline.finish(inline.draw(k, 16, ot=True))
+            b = threaded.finish(threaded.draw(k, 16, ot=True))
+            assert torch.equal(a.x_t, b.x_t) and torch.equal(a.u_t, b.u_t)
+    finally:
+        threaded.close()
