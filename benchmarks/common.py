@@ -151,7 +151,7 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 def eval_images(name: str, indices: list[int] | None = None) -> torch.Tensor:
     """A shipped evaluation set as (N, C, 32, 32) float32 in [-1, 1]."""
-    from restora_core.datasets.shipped import load_eval_set
+    from restora_core.datasets import load_eval_set
 
     images = load_eval_set(name)["images"]
     if indices is not None:

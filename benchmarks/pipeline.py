@@ -57,7 +57,7 @@ def write_inputs(folder: Path, count: int) -> Path:
     """``count`` grayscale 32x32 PNGs (the 64 evaluation digits, repeated) under ``folder``."""
     from PIL import Image
 
-    from restora_core.datasets.shipped import load_eval_set
+    from restora_core.datasets import load_eval_set
 
     digits = load_eval_set("digits32")["images"][..., 0]
     folder.mkdir(parents=True, exist_ok=True)
@@ -179,7 +179,7 @@ def _manifest_span(out: Path) -> float:
 
 def run_bare(prior_path: str, count: int, *, steps: int, batch: int) -> dict[str, Any]:
     """The sampler alone on the same images, batches and thread count: restore() in a loop."""
-    from restora_core.datasets.shipped import load_eval_set
+    from restora_core.datasets import load_eval_set
 
     prior = load_prior(prior_path)
     digits = load_eval_set("digits32")["images"]

@@ -24,7 +24,7 @@ from .models import PRESETS, architecture_config, build_model
 from .runtime import RuntimeConfig, prepare_velocity
 
 CARD_KEY = "restora_card"
-SHIPPED_PRIORS = ("digits32", "photo32")
+SHIPPED_PRIORS = ("digits32", "photo32", "photo64", "mri64")
 
 
 @dataclass(frozen=True)

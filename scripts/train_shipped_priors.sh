@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Train the priors Restora ships (digits32, photo32) with the recipes in
+# Train the priors Restora ships (digits32, photo32, photo64, mri64) with the recipes in
 # restora_core/training/config.py (SHIPPED_RECIPES) and write
-#   restora_core/weights/{digits32,photo32}.safetensors  (+ _samples.png, or .npy without PIL)
+#   restora_core/weights/<name>.safetensors  (+ _samples.png, or .npy without PIL)
 #
 # Needs only: python with torch, numpy, scipy, safetensors, fsspec; the repository; and the
-# training sets .cache/datasets/{digits32,photo32}_train.npz (python scripts/build_datasets.py).
+# training sets in .cache/datasets/ (python scripts/build_datasets.py).
 #
 #   scripts/train_shipped_priors.sh                      # cuda, bf16, 240 s each
 #   SECONDS_EACH=200 scripts/train_shipped_priors.sh
@@ -22,7 +22,7 @@ DEVICE=${DEVICE:-cuda}
 SECONDS_EACH=${SECONDS_EACH:-240}
 OUT_DIR=${OUT_DIR:-restora_core/weights}
 CKPT_ROOT=${CKPT_ROOT:-.cache/checkpoints}
-NAMES=${NAMES:-"digits32 photo32"}
+NAMES=${NAMES:-"digits32 photo32 photo64 mri64"}
 BF16=()
 [[ "$DEVICE" == cuda* ]] && BF16=(--bf16)
 

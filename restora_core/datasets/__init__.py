@@ -4,8 +4,8 @@
   (numpy only: what the training CLI needs on a bare GPU box).
 * :mod:`.sources` — folders/prefixes of images and Parquet shards (HF ``{bytes, path}`` too),
   local or ``s3://``, decoded into those sets (needs PIL, and pyarrow for Parquet).
-* :mod:`.shipped` — the reproducible builders of the shipped priors' training and evaluation
-  sets (``scripts/build_datasets.py``).
+* :mod:`.eval_sets` — the committed held-out evaluation sets (``load_eval_set``). Their
+  builders, like those of the shipped priors' training sets, are tooling: ``priors/recipes``.
 
 Pixels are uint8 in storage and ``[-1, 1]`` floats (``to_model_range``) for the model.
 """
@@ -23,6 +23,7 @@ from .arrays import (
                      sha256_file,
                      to_model_range,
 )
+from .eval_sets import eval_set_names, load_eval_set
 
 __all__ = ["Augment", "CropBox", "CropSourceSet", "ImageArraySet", "TrainingSet", "block_mean",
-           "content_sha256", "load_npz", "save_npz", "sha256_file", "to_model_range"]
+           "content_sha256", "eval_set_names", "load_eval_set", "load_npz", "save_npz", "sha256_file", "to_model_range"]

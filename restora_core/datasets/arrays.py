@@ -165,6 +165,7 @@ class CropSourceSet:
     names: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     weighting: str = "uniform"         # image choice: "uniform" or "area" (windows per image)
+    source_weights: Sequence[float] | None = None  # per-image multipliers of that choice
 
     def __post_init__(self):
         if self.weighting not in ("uniform", "area"):
@@ -175,6 +176,13 @@ class CropSourceSet:
         if len(chans) != 1 or any(s.ndim != 3 or s.dtype != np.uint8 for s in self.sources):
             raise ValueError("sources must be (H, W, C) uint8 with one channel count")
         self.scales = tuple(int(s) for s in self.scales)
+        mult = np.ones(len(self.sources))
+        if self.source_weights is not None:
+            mult = np.asarray(self.source_weights, np.float64)
+            if mult.shape != (len(self.sources),) or (mult < 0).any() or mult.sum() <= 0:
+                raise ValueError(f"source_weights must be {len(self.sources)} non-negative "
+                                 "numbers, not all zero")
+            self.source_weights = tuple(float(v) for v in mult)
         # crop positions (on the s-grid) per (scale, image): the sampling weights
         self._weights = {}
         for s in self.scales:
@@ -182,6 +190,7 @@ class CropSourceSet:
                           for im in self.sources], np.float64)
             if self.weighting == "uniform":
                 w = (w > 0).astype(np.float64)
+            w = w * mult
             if w.sum() > 0:
                 self._weights[s] = w / w.sum()
         if not self._weights:
@@ -290,6 +299,8 @@ def save_npz(dataset: TrainingSet, path: str, storage_options: dict[str, Any] | 
         arrays["kind"] = np.array("crops")
         arrays["scales"] = np.array(dataset.scales, np.int64)
         arrays["weighting"] = np.array(dataset.weighting)
+        if dataset.source_weights is not None:
+            arrays["sampling_weights"] = np.asarray(dataset.source_weights, np.float64)
         arrays["names"] = np.array(dataset.names or [f"source_{i}" for i in
                                                      range(len(dataset.sources))])
         for i, s in enumerate(dataset.sources):
@@ -334,14 +345,15 @@ def load_npz(
     meta = json.loads(str(z["meta"])) if "meta" in z else {}
     kind = str(z["kind"]) if "kind" in z else "images"
     if kind == "crops":
-        keys = sorted(k for k in z if k.startswith("source_"))
+        keys = sorted(k for k in z if k.startswith("source_") and k[7:].isdigit())
         sources = [_channels(z[k], channels) for k in keys]
         return CropSourceSet(
             sources=sources, resolution=resolution,
             scales=tuple(scales) if scales is not None else tuple(int(s) for s in z["scales"]),
             seed=seed, augment=augment if augment is not None else Augment(True, True),
             names=[str(n) for n in z.get("names", [])], meta=meta,
-            weighting=str(z["weighting"]) if "weighting" in z else "uniform")
+            weighting=str(z["weighting"]) if "weighting" in z else "uniform",
+            source_weights=z["sampling_weights"].tolist() if "sampling_weights" in z else None)
     if "images" in z:
         arr = z["images"]
     elif "x" in z:

@@ -11,11 +11,11 @@ x1, ``x_t = t*x1 + (1-t)*x0``, target velocity ``x1 - x0``, ``t ~ U(0, 1)``; the
 Command line (no Prefect needed): ``python -m restora_core.training --help``.
 The Prefect flow that wraps :func:`train` is ``flows/train_prior.py``.
 
-Shipped recipes (``SHIPPED_RECIPES``; ``scripts/train_shipped_priors.sh``): UNet
-ch_mult=(1, 2, 2), num_res_blocks=2, attention at 16x16; digits32 with ch=32 (1.62 M
-parameters, 6.5 MB fp32), photo32 with ch=64 (6.47 M, 12.9 MB stored fp16); batch 128, AdamW
-lr 4e-4 with 500 warmup steps, EMA 0.9995, grad clip 1, minibatch OT coupling, bf16 autocast,
-~4 minutes each on one H100.
+Shipped recipes (``SHIPPED_RECIPES``: digits32, photo32, photo64, mri64; the GPU stage
+``python -m priors.gpu_stage`` trains them under a hard time budget): UNets of the published
+checkpoints' family, batch 128, AdamW lr 4e-4 with 500 warmup steps, EMA, grad clip 1,
+minibatch OT coupling, bf16 autocast on CUDA. Batches are drawn on the training device when the
+dataset fits (``device_batches``).
 """
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint

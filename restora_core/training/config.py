@@ -54,7 +54,9 @@ class TrainConfig:
     device: str = "cpu"
     bf16: bool = False                 # bf16 autocast on CUDA (weights and loss stay fp32)
     compile: bool = False              # torch.compile the training model (CUDA, opt-in)
-    prefetch: bool | None = None       # prepare the next batch in a thread (None: on CUDA)
+    device_data: bool | None = None    # hold the data on the device, draw batches there
+                                       # (None: when it takes <= 1/4 of the free memory)
+    prefetch: bool | None = None       # host-side batches only: prepare the next in a thread
     log_every: int = 50
     checkpoint_dir: str | None = None
     checkpoint_every: int = 500
@@ -87,27 +89,40 @@ class TrainConfig:
         return cls(**d)
 
 
-# The shipped priors: one H100, ~4 minutes each (``max_seconds``), bf16 autocast on CUDA (the
-# script adds ``--device cuda --bf16``). Same UNet family as the published checkpoints.
-# digits32: ch=32 (1.62 M parameters, 6.5 MB fp32) - it is the demo/test default and must stay
-#   fast on CPUs. photo32: ch=64 (6.47 M, 25.9 MB fp32 -> stored fp16, 12.9 MB).
+# The shipped priors, trained on one GPU with bf16 autocast (the GPU stage, ``priors/gpu_stage.py``,
+# adds ``device="cuda", bf16=True`` and its own time limits). Same UNet family as the published
+# checkpoints; every file stays under 15 MB:
+#   digits32: ch=32 (1.62 M parameters, 6.5 MB fp32) - the demo/test default, fast on CPUs.
+#   photo32:  ch=64, mult (1, 2, 2), 2 blocks (6.47 M, 12.9 MB fp16).
+#   photo64:  ch=64, mult (1, 2, 2, 2), 1 block (6.08 M, 12.2 MB fp16): one block per level
+#             keeps the 64x64 level cheap, so a short GPU budget buys more steps.
+#   mri64:    ch=32, mult (1, 2, 2, 2), 2 blocks (2.24 M, 4.5 MB fp16): one template brain.
+# photo32 and photo64 read the same file of source photographs, cropped at their own scales.
+_COMMON: dict[str, Any] = dict(  # noqa: C408
+    batch_size=128, lr=4e-4, warmup_steps=500, ema_decay=0.9995, grad_clip=1.0,
+    ot_coupling=True, max_steps=200_000, max_seconds=240.0, log_every=100,
+    checkpoint_every=2000, sample_count=64, sample_steps=64)
+
+
+def _recipe(name: str, data: str, resolution: int, channels: int, model: dict[str, Any],
+            **overrides: Any) -> dict[str, Any]:
+    return {**_COMMON, "name": name, "data": f".cache/datasets/{data}",
+            "resolution": resolution, "channels": channels,
+            "model": {**model, "dropout": 0.0}, "output": f"restora_core/weights/{name}.safetensors",
+            "checkpoint_dir": f".cache/checkpoints/{name}", **overrides}
+
+
 SHIPPED_RECIPES: dict[str, dict[str, Any]] = {
-    "digits32": dict(  # noqa: C408
-        name="digits32", data=".cache/datasets/digits32_train.npz", resolution=32, channels=1,
-        model={"ch": 32, "ch_mult": [1, 2, 2], "num_res_blocks": 2, "attn_resolutions": [16],
-               "dropout": 0.0},
-        batch_size=128, lr=4e-4, warmup_steps=500, ema_decay=0.9995, grad_clip=1.0,
-        ot_coupling=True, max_steps=200_000, max_seconds=240.0, log_every=100,
-        checkpoint_every=2000, save_half=False, sample_count=64, sample_steps=64,
-        output="restora_core/weights/digits32.safetensors",
-        checkpoint_dir=".cache/checkpoints/digits32"),
-    "photo32": dict(  # noqa: C408
-        name="photo32", data=".cache/datasets/photo32_train.npz", resolution=32, channels=3,
-        model={"ch": 64, "ch_mult": [1, 2, 2], "num_res_blocks": 2, "attn_resolutions": [16],
-               "dropout": 0.0},
-        batch_size=128, lr=4e-4, warmup_steps=500, ema_decay=0.9995, grad_clip=1.0,
-        ot_coupling=True, max_steps=200_000, max_seconds=240.0, log_every=100,
-        checkpoint_every=2000, save_half=True, sample_count=64, sample_steps=64,
-        output="restora_core/weights/photo32.safetensors",
-        checkpoint_dir=".cache/checkpoints/photo32"),
+    "digits32": _recipe("digits32", "digits32_train.npz", 32, 1, {
+        "ch": 32, "ch_mult": [1, 2, 2], "num_res_blocks": 2, "attn_resolutions": [16]},
+        save_half=False),
+    "photo32": _recipe("photo32", "photos_train.npz", 32, 3, {
+        "ch": 64, "ch_mult": [1, 2, 2], "num_res_blocks": 2, "attn_resolutions": [16]},
+        scales=[1, 2, 4], save_half=True),
+    "photo64": _recipe("photo64", "photos_train.npz", 64, 3, {
+        "ch": 64, "ch_mult": [1, 2, 2, 2], "num_res_blocks": 1, "attn_resolutions": [16]},
+        scales=[1, 2], save_half=True, ema_decay=0.999),
+    "mri64": _recipe("mri64", "mri64_train.npz", 64, 1, {
+        "ch": 32, "ch_mult": [1, 2, 2, 2], "num_res_blocks": 2, "attn_resolutions": [16]},
+        hflip=True, save_half=True, ema_decay=0.999),
 }

@@ -1,11 +1,16 @@
 """The training loop: conditional flow matching, AdamW with linear warmup, gradient clipping,
 EMA, optional minibatch OT coupling, resumable checkpoints, and the final prior export.
 
-Reproducibility: step ``k`` (0-based) trains on ``dataset.batch(k, batch_size)`` and draws its
-noise and times from a CPU ``torch.Generator`` seeded by ``(seed, k)``. Everything random is a
-pure function of the seed and the step, so a checkpoint needs only the weights, the EMA, the
-optimiser state and the step to make a resumed run replay an uninterrupted one (bit-exactly on
-the CPU; on CUDA up to the nondeterminism of its kernels).
+Where batches come from: a dataset that fits is held on the training device and each step's
+images, crops, augmentations, noise and times are drawn there (``DeviceBatches``, seeded by
+``(seed, step)``), with the OT assignment solved on the host while the device runs the previous
+step. Otherwise step ``k`` trains on ``dataset.batch(k, batch_size)`` with noise and times from a
+CPU ``torch.Generator`` seeded by ``(seed, k)``, prepared in a thread on CUDA.
+
+Reproducibility: either way everything random is a pure function of the seed and the step (and
+the device type), so a checkpoint needs only the weights, the EMA, the optimiser state and the
+step to make a resumed run replay an uninterrupted one (bit-exactly on the CPU; on CUDA up to the
+nondeterminism of its kernels).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from ..datasets.arrays import Augment, TrainingSet, load_npz, sha256_file
 from ..models import build_model
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import RESUME_INVARIANT, TrainConfig
+from .device_batches import DeviceBatches, PendingBatch, fits_on
 from .ema import EMA
 from .flow_matching import CFMBatch, cfm_loss, make_cfm_batch
 from .sampling import euler_sample
@@ -168,13 +174,16 @@ def train(cfg: TrainConfig, *, dataset: TrainingSet | None = None,
     train_model = torch.compile(model) if cfg.compile else model
     use_autocast = bool(cfg.bf16)
 
+    on_device = fits_on(dataset, device) if cfg.device_data is None else bool(cfg.device_data)
+    batches = DeviceBatches(dataset, device, cfg.seed) if on_device else None
+    scheme = ("device: DeviceBatches(dataset, device, seed).draw(step)" if on_device else
+              "host: batch = dataset.batch(step); noise = Generator(step_seed(seed, step))")
+
     def checkpoint_state() -> dict[str, Any]:
         return {"model": model.state_dict(), "ema": ema.state_dict(),
                 "optimizer": opt.state_dict(), "step": step, "config": cfg.to_dict(),
                 "history": history, "seconds": prior_seconds + elapsed,
-                "data_order": {"scheme": "batch = dataset.batch(step); noise = "
-                               "Generator(step_seed(seed, step))", "seed": cfg.seed,
-                               "next_step": step}}
+                "data_order": {"scheme": scheme, "seed": cfg.seed, "next_step": step}}
 
     def prepare(k: int) -> CFMBatch:
         # data, noise, times and the OT pairing of step k, made on the CPU: reproducible across
@@ -186,8 +195,9 @@ def train(cfg: TrainConfig, *, dataset: TrainingSet | None = None,
             b = CFMBatch(b.x_t.pin_memory(), b.t.pin_memory(), b.u_t.pin_memory())
         return b
 
-    # step k+1's batch is prepared in a thread while step k runs (default: on CUDA only)
-    prefetch = device.type == "cuda" if cfg.prefetch is None else cfg.prefetch
+    # host batches: step k+1's is prepared in a thread while step k runs (default: on CUDA)
+    prefetch = (not on_device and (device.type == "cuda" if cfg.prefetch is None
+                                   else cfg.prefetch))
     pool = ThreadPoolExecutor(1, thread_name_prefix="restora-batch") if prefetch else None
     pending: Future | None = None
 
@@ -199,16 +209,25 @@ def train(cfg: TrainConfig, *, dataset: TrainingSet | None = None,
     n_in_window, window_t0, window_step0 = 0, t0, step
     last_ckpt = None
     stopped_by = "max_steps"
+    drawn: PendingBatch | None = None
+    if batches is not None and step < cfg.max_steps:
+        drawn = batches.draw(step, cfg.batch_size, cfg.ot_coupling)
     while step < cfg.max_steps:
         if cfg.max_seconds is not None and time.perf_counter() - t0 >= cfg.max_seconds:
             stopped_by = "max_seconds"
             break
-        if pool is not None:
+        if batches is not None:
+            # queue step k+1's draws before step k's network so that the host's OT solve for
+            # k+1 (next iteration) overlaps step k on the device
+            batch = batches.finish(drawn)
+            if step + 1 < cfg.max_steps:
+                drawn = batches.draw(step + 1, cfg.batch_size, cfg.ot_coupling)
+        elif pool is not None:
             cpu_batch = (pending or pool.submit(prepare, step)).result()
             pending = pool.submit(prepare, step + 1) if step + 1 < cfg.max_steps else None
+            batch = cpu_batch.to(device)
         else:
-            cpu_batch = prepare(step)
-        batch = cpu_batch.to(device)
+            batch = prepare(step).to(device)
         lr = _lr_at(cfg, step)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -248,6 +267,8 @@ def train(cfg: TrainConfig, *, dataset: TrainingSet | None = None,
             emit({"event": "checkpoint", "step": step, "uri": last_ckpt})
     if pool is not None:
         pool.shutdown(wait=True, cancel_futures=True)
+    if batches is not None:
+        batches.close()
     if n_in_window:  # the tail after the last log line
         now = time.perf_counter()
         mean_loss = float(loss_sum) / n_in_window
@@ -272,6 +293,7 @@ def train(cfg: TrainConfig, *, dataset: TrainingSet | None = None,
     card = model_card(cfg, data_info, step=step, final_loss=final_loss,
                       seconds=prior_seconds + elapsed, steps_per_s=steps_per_s,
                       n_params=sum(p.numel() for p in model.parameters()))
+    card["training"]["batches"] = scheme
     samples = None
     if cfg.sample_count > 0:
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, -1))

