@@ -13,26 +13,34 @@ QUICK=0; [[ "${1:-}" == "--quick" ]] && QUICK=1
 OUT=${OUT:?set OUT to the results folder}
 TRAIN_BUDGET=${TRAIN_BUDGET:-330}
 BENCH_BUDGET=${BENCH_BUDGET:-200}
+PY=${PY:-python3}   # the GPU image's python3 holds torch; here: PY=.venv/bin/python
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 mkdir -p "$OUT/work/train" "$OUT/work/bench"
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/work/session.log"; }
 
-log "machine: $(uname -m), python $(python3 -V 2>&1), $(python3 -c 'import torch;print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))')"
+log "machine: $(uname -m), python $("$PY" -V 2>&1), $("$PY" -c 'import torch;print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))')"
 command -v nvidia-smi >/dev/null && nvidia-smi > "$OUT/work/nvidia-smi.txt" 2>&1
 
 if (( QUICK )); then TRAIN_ARGS=(--quick); BENCH_ARGS=(--quick --device cpu); else TRAIN_ARGS=(); BENCH_ARGS=(); fi
 
 log "stage 1: training (budget ${TRAIN_BUDGET} s)"
-timeout --signal=INT --kill-after=20 $((TRAIN_BUDGET + 40)) \
-  python3 -m priors.gpu_stage --out "$OUT/work/train" --budget-s "$TRAIN_BUDGET" "${TRAIN_ARGS[@]}" \
+timeout --signal=INT --kill-after=20 $((TRAIN_BUDGET + 15)) \
+  "$PY" -m priors.gpu_stage --out "$OUT/work/train" --budget-s "$TRAIN_BUDGET" "${TRAIN_ARGS[@]}" \
   2>&1 | tee "$OUT/work/train.log"
 log "stage 1 exit: ${PIPESTATUS[0]}"
 
 log "stage 2: inference benchmark (budget ${BENCH_BUDGET} s)"
-timeout --signal=INT --kill-after=20 $((BENCH_BUDGET + 40)) \
-  python3 -m benchmarks.gpu --out "$OUT/work/bench" --budget-s "$BENCH_BUDGET" "${BENCH_ARGS[@]}" \
+timeout --signal=INT --kill-after=20 $((BENCH_BUDGET + 15)) \
+  "$PY" -m benchmarks.gpu --out "$OUT/work/bench" --budget-s "$BENCH_BUDGET" "${BENCH_ARGS[@]}" \
   2>&1 | tee "$OUT/work/bench.log"
 log "stage 2 exit: ${PIPESTATUS[0]}"
+
+if (( ! QUICK )); then
+  log "stage 3: GPU-only tests"
+  timeout 90 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/core/test_gpu_paths.py \
+    tests/core/test_training.py 2>&1 | tee "$OUT/work/gpu_tests.log"
+  log "stage 3 exit: ${PIPESTATUS[0]}"
+fi
 
 # Priors come back as files of their own; the rest in one tarball.
 for f in "$OUT"/work/train/*.safetensors; do [[ -e "$f" ]] && cp "$f" "$OUT/"; done
