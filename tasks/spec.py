@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from restora_core.runtime import Precision
 
 Task = Literal["inpaint", "box", "random", "superres", "denoise"]
 SizePolicy = Literal["error", "resize", "center-crop"]
@@ -57,7 +60,7 @@ class JobSpec(BaseModel):
     max_concurrent_shards: int = Field(2, ge=1)
     max_pixels: int = Field(50_000_000, ge=1, description="decompression-bomb cap per image")
     save_inputs: bool = False
-    precision: Literal["auto", "fp32", "tf32", "bf16"] = Field(
+    precision: Precision = Field(
         "auto", description="network precision: auto = bf16 autocast on CUDA, fp32 on CPU")
     id_column: str = "id"
     image_column: str = "image"
@@ -103,6 +106,11 @@ class JobSpec(BaseModel):
         payload["model_id"] = model_id
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def field_choices(name: str) -> list[str]:
+    """The allowed values of a JobSpec field typed as a Literal (for help texts and errors)."""
+    return [str(v) for v in typing.get_args(JobSpec.model_fields[name].annotation)]
 
 
 def parse_spec(data: dict[str, Any]) -> JobSpec:
