@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -19,13 +20,16 @@ DEFAULT_STEPS = {"restora_flow": 64, "mask_ode": 64, "ot_ode": 100, "pnp_flow": 
 
 @dataclass(frozen=True)
 class RestoreResult:
-    """Restored ``images`` (B, C, H, W) in [-1, 1] and the network evaluations ``nfe`` they cost."""
+    """Restored ``images`` (B, C, H, W) in [-1, 1], the network evaluations ``nfe`` they cost,
+    and the settings the sampler ran with (``settings``: its own parameters, e.g. ``t0`` and
+    ``sigma_y`` for ot_ode), as used, not as asked."""
 
     images: torch.Tensor
     nfe: int
     method: str
     steps: int
     corrections: int
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 def method_nfe(method: str, steps: int, corrections: int = 1, sigma: float = 0.2,
@@ -120,17 +124,21 @@ def restore(
 
     if method == "restora_flow_denoise":
         x = restora_flow_denoise(velocity, y, sigma=sigma, steps=steps)
+        settings: dict[str, Any] = {"sigma": sigma}
     elif method in ("restora_flow", "mask_ode"):
         c = corrections if method == "restora_flow" else 0
         x = restora_flow(velocity, y, mask, steps=steps, corrections=c, generator=gens,
                          paste_known=paste_known)
+        settings = {"paste_known": paste_known}
     elif method == "ot_ode":
         x = ot_ode(velocity, y, mask, steps=steps, t0=t0, sigma_y=sigma_y, generator=gens)
+        settings = {"t0": t0, "sigma_y": sigma_y}
     else:
         x = pnp_flow(velocity, y, mask, steps=steps, alpha=alpha, generator=gens)
+        settings = {"alpha": alpha}
     if not torch.isfinite(x).all():
         raise RuntimeError(f"{method} produced NaN/inf values: check the prior and the input range")
     used_c = corrections if method == "restora_flow" else 0
     nfe = method_nfe(method, steps, used_c, sigma=sigma, t0=t0)
     return RestoreResult(images=x.clamp(-1.0, 1.0), nfe=nfe, method=method, steps=steps,
-                         corrections=used_c)
+                         corrections=used_c, settings=settings)

@@ -215,16 +215,17 @@ def write_batch(batch: dict[str, np.ndarray], spec: JobSpec, info: RunInfo) -> d
             "id": batch["id"][i] or f"<invalid id #{i}>", "source_uri": batch["source_uri"][i],
             "mask_uri": batch["mask_uri"][i], "output_uri": output, "status": status,
             "error": error, "task": spec.task, "task_params": batch["task_params"][i],
-            "method": spec.method, "steps": spec.steps, "corrections": spec.corrections,
-            "nfe": batch["nfe"][i] if status == "ok" else None, "seed": int(batch["seed"][i]),
+            "method": spec.method, "seed": int(batch["seed"][i]),
             "model_id": info.model_id, "config_hash": info.config_hash,
             "width": batch["width"][i], "height": batch["height"][i],
             "seconds": end - float(batch["start_time"][i]),
             "worker_node": batch["worker_node"][i], "device": batch["device"][i],
             "start_time": float(batch["start_time"][i]), "end_time": end,
         }
-        for metric in ("known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips"):
-            row[metric] = batch[metric][i] if status == "ok" else None
+        # Sampler settings as the worker used them; an image that was not restored has none.
+        for used in ("nfe", "steps", "corrections", "method_params",
+                     "known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips"):
+            row[used] = batch[used][i] if status == "ok" else None
         for k, v in row.items():
             cols[k].append(v)
     return cols

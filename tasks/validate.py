@@ -26,9 +26,11 @@ def _check_location(uri: str, field: str, storage_options: dict[str, Any], must_
         raise JobSpecError(f"{field}: cannot reach '{uri}': {type(exc).__name__}: {exc}") from None
 
 
-def validate_job(spec: JobSpec) -> RunInfo:
-    """Check storage, method and prior; return the resolved RunInfo or raise one JobSpecError."""
+def validate_job(spec: JobSpec, device: str = "cpu") -> RunInfo:
+    """Check storage, method and prior; return the RunInfo resolved for actors on ``device``
+    (``cpu`` or ``cuda``: ``tasks.pool.actor_device``) or raise one JobSpecError."""
     from restora_core import METHODS, load_prior
+    from restora_core.runtime import resolve_precision
 
     if spec.method not in METHODS:
         raise JobSpecError(f"method: unknown method '{spec.method}'; expected one of {METHODS}")
@@ -52,5 +54,9 @@ def validate_job(spec: JobSpec) -> RunInfo:
         if not lpips_available(spec.lpips_weights):
             raise JobSpecError(f"lpips_weights: no LPIPS weights at '{spec.lpips_weights}' "
                                "(build them with `make weights`)")
-    return RunInfo(model_id=prior.model_id, config_hash=spec.config_hash(prior.model_id),
-                   channels=prior.channels, resolution=prior.resolution)
+    import torch
+
+    precision = resolve_precision(spec.precision, torch.device(device))
+    return RunInfo(model_id=prior.model_id, channels=prior.channels, resolution=prior.resolution,
+                   device=device, precision=precision,
+                   config_hash=spec.config_hash(prior.model_id, device, precision))

@@ -35,8 +35,8 @@ def test_bad_job_specs_fail_fast_with_one_message(tmp_path, tiny_prior, s3_endpo
     common = ["restore", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]
     cases = {
         "task": (["--task", "colorize", "--prior", tiny_prior],
-                 "argument --task: invalid choice: 'colorize' (choose from 'inpaint', 'box', "
-                 "'random', 'superres', 'denoise')"),
+                 ("argument --task: invalid choice: 'colorize' (choose from 'inpaint', 'box', "
+                 "'random', 'superres', 'denoise')")),
         "bucket": (["--task", "box", "--prior", tiny_prior, "--endpoint-url", s3_endpoint,
                     "--output", "s3://no-such-bucket/out"],
                    "--output: bucket 'no-such-bucket' of 's3://no-such-bucket/out' does not exist"),
@@ -152,7 +152,7 @@ def test_a_recipe_whose_dataset_is_not_built_says_how_to_build_it(tmp_path, monk
 
 
 # A small UNet so that 20 steps on a loaded 2-core box take seconds, not minutes.
-TINY_MODEL = {"ch": 16, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [],
+TINY_MODEL = {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [],
               "dropout": 0.0}
 
 
