@@ -321,19 +321,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
+def cmd_train(rest: list[str]) -> int:
     """Hand over to the training flow (flows/train_prior.py), imported only now."""
-    try:
-        from flows import train_prior
-    except ImportError as exc:
-        print(f"restora: error: the training flow is not available ({exc}); "
-              "it lives in flows/train_prior.py", file=sys.stderr)
-        return 2
-    entry = getattr(train_prior, "main", None)
-    if entry is None:
-        print("restora: error: flows/train_prior.py defines no main(argv)", file=sys.stderr)
-        return 2
-    return int(entry(rest) or 0)
+    from flows.train_prior import main as train_main
+
+    return train_main(rest)
 
 
 _EXAMPLES = """examples (after `make demo`, from the repository root):
@@ -403,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         early.add_argument("--prefect-api-url")
         known, _ = early.parse_known_args(argv[1:])
         prepare_environment(known.prefect_api_url)
-        return cmd_train(argparse.Namespace(), argv[1:])
+        return cmd_train(argv[1:])
     args = parser.parse_args(argv)
     prepare_environment(getattr(args, "prefect_api_url", None), getattr(args, "ray_address", None))
     if args.command == "restore":
