@@ -89,7 +89,7 @@ def machine_info(threads: int) -> dict[str, Any]:
     return {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{_cpu_model()}, {os.cpu_count()} cores",
-        "device": "cpu",
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "torch_threads": threads,
         "load_average_at_start": load,
         "python": platform.python_version(),

@@ -1,11 +1,16 @@
-"""Section 5: quality at equal cost on the shipped evaluation sets.
+"""Section 5: quality per task on the shipped evaluation sets, at published settings and at
+matched budgets.
 
-Box inpainting (centred hole of 1/4 of the side, 8x8 at 32x32) with measurement noise
-sigma_y = 0.01, every method at its ``restore()`` defaults (never tuned on these images):
-Restora-Flow (T=64, c=1), the same sampler without corrections (mask_ode), OT-ODE, PnP-Flow,
-and scikit-image's biharmonic inpainting. Metrics: PSNR over the whole image and over the hole,
-SSIM, and LPIPS (AlexNet; 32x32 images are upsampled bilinearly to 64x64 for LPIPS only, since
-AlexNet needs at least 31 px), network evaluations and seconds per image.
+Tasks: box inpainting (centred hole of 1/4 of the side, 8x8 at 32x32), random inpainting (70% of
+pixels missing), x2 super-resolution (decimation) and denoising (sigma 0.2); measurement noise
+sigma_y = 0.01 on the known pixels of the first three. Every method that does the task runs at its
+published settings for the task (the method registry, ``restora methods --task T``) and again at
+matched budgets of about 64 and 190 network evaluations (its ``steps`` chosen so the cost is
+nearest the budget, every other parameter as published; mask_ode at 190 is the equal-cost ablation
+of Restora-Flow's corrections). A classical baseline per task: biharmonic inpainting, bicubic
+interpolation through the samples, wavelet shrinkage (BayesShrink). Metrics: PSNR, PSNR over the
+unknown pixels, SSIM, LPIPS (AlexNet on 64x64 bilinear upsamples), seconds per image; paired
+per-image differences against Restora-Flow at its published settings with 95% t-intervals.
 """
 
 from __future__ import annotations
@@ -13,24 +18,31 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import stats
 
 from restora_core import restore
 from restora_core.metrics import LPIPS, lpips_available, psnr, psnr_hole, ssim
 from restora_core.observations import simulate_observation
-from restora_core.restore import DEFAULT_STEPS, method_nfe
+from restora_core.samplers import get_method, methods_for_task
 
 from .common import REPO_ROOT, Context, eval_images, prior_under_test, write_section
 
-METHODS = ("restora_flow", "mask_ode", "ot_ode", "pnp_flow")
-CLASSICAL = "biharmonic"
 SIGMA_Y = 0.01
+TASKS: dict[str, dict[str, Any]] = {  # task -> its parameters (box size is set per image size)
+    "box": {}, "random": {"p": 0.7}, "superres": {"factor": 2}, "denoise": {"sigma": 0.2}}
+CLASSICAL = {"box": "biharmonic", "random": "biharmonic", "superres": "bicubic",
+             "denoise": "wavelet"}
+REFERENCE = {"denoise": "restora_flow_denoise"}  # the Restora-Flow method per task (else restora_flow)
+BUDGETS = (64, 190)
+QUICK_BUDGETS = (6, 12)
+QUICK_STEPS = 4  # --quick only: a smoke run, not a quality number
 LPIPS_PATH = REPO_ROOT / ".cache" / "lpips_alexnet.safetensors"
 LPIPS_SIDE = 64
-QUICK_STEPS = 4  # --quick only: a smoke run, not a quality number
 
 
 def subset(name: str, quick: bool, full_count: dict[str, int]) -> list[int]:
@@ -47,147 +59,275 @@ def biharmonic(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     out = []
     for yi, mi in zip(y, mask):
         img = yi.permute(1, 2, 0).numpy().astype(np.float64)
-        hole = mi[0].numpy() < 0.5
-        filled = inpaint_biharmonic(img, hole, channel_axis=-1)
+        filled = inpaint_biharmonic(img, mi[0].numpy() < 0.5, channel_axis=-1)
         out.append(torch.from_numpy(filled).permute(2, 0, 1).float())
     return torch.stack(out).clamp(-1, 1)
 
 
-def _metrics(x, ref, mask, lpips_net) -> dict[str, torch.Tensor]:
-    m = {"psnr": psnr(x, ref), "psnr_hole": psnr_hole(x, ref, mask), "ssim": ssim(x, ref)}
+def bicubic(y: torch.Tensor, factor: int) -> torch.Tensor:
+    """Bicubic interpolation through the samples on the top-left pixel of each factor x factor block."""
+    low = y[..., ::factor, ::factor]
+    n_h, n_w = low.shape[-2:]
+    # align_corners=True on (n-1)*factor+1 points puts sample i exactly on pixel i*factor.
+    up = F.interpolate(low, size=((n_h - 1) * factor + 1, (n_w - 1) * factor + 1),
+                       mode="bicubic", align_corners=True)
+    up = F.pad(up, (0, factor - 1, 0, factor - 1), mode="replicate")
+    return up.clamp(-1, 1)
+
+
+def wavelet(y: torch.Tensor, sigma: float) -> torch.Tensor:
+    """scikit-image's wavelet shrinkage (BayesShrink, soft thresholds) with the known noise level."""
+    from skimage.restoration import denoise_wavelet
+
+    out = []
+    for yi in y:
+        img = yi.permute(1, 2, 0).numpy().astype(np.float64)
+        den = denoise_wavelet(img, sigma=sigma, channel_axis=-1, method="BayesShrink",
+                              mode="soft", rescale_sigma=True)
+        out.append(torch.from_numpy(den).permute(2, 0, 1).float())
+    return torch.stack(out).clamp(-1, 1)
+
+
+def classical(task: str, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The task's classical baseline on a batch."""
+    if task == "superres":
+        return bicubic(y, TASKS["superres"]["factor"])
+    if task == "denoise":
+        return wavelet(y, TASKS["denoise"]["sigma"])
+    return biharmonic(y, mask)
+
+
+def matched_steps(method: str, task: str, budget: int) -> int:
+    """``steps`` whose cost, every other parameter at the task's published value, is nearest ``budget``.
+
+    Ties go to fewer steps. The search runs far enough for the denoising path, which spends only
+    a fraction sigma of its grid.
+    """
+    entry = get_method(method)
+    costs = {}
+    for steps in range(1, 10 * budget + 10):
+        try:
+            costs[steps] = entry.cost(task, {"steps": steps})
+        except ValueError:  # below the method's minimum number of steps
+            continue
+    return min(costs, key=lambda s: (abs(costs[s] - budget), s))
+
+
+def runs_for(task: str, quick: bool) -> list[tuple[str, str, dict[str, Any]]]:
+    """(method, setting, parameter overrides) for every flow run of ``task``."""
+    runs = []
+    for method in methods_for_task(task):
+        published = {"steps": QUICK_STEPS} if quick else {}
+        runs.append((method, "published", published))
+        steps = published.get("steps", get_method(method).defaults(task)["steps"])
+        for budget in QUICK_BUDGETS if quick else BUDGETS:
+            matched = matched_steps(method, task, budget)
+            if matched != steps:  # else the published row is this budget's row too
+                runs.append((method, f"~{budget} NFE", {"steps": matched}))
+    return runs
+
+
+def _metrics(x, ref, mask, lpips_net, device: str) -> dict[str, torch.Tensor]:
+    m = {"psnr": psnr(x, ref), "ssim": ssim(x, ref),
+         "psnr_hole": psnr_hole(x, ref, mask) if mask is not None
+         else torch.full((x.shape[0],), math.nan)}
     if lpips_net is not None:
-        up = lambda z: F.interpolate(z, size=(LPIPS_SIDE, LPIPS_SIDE), mode="bilinear",
-                                     align_corners=False)
+        def up(z):
+            return F.interpolate(z, size=(LPIPS_SIDE, LPIPS_SIDE), mode="bilinear",
+                                 align_corners=False).to(device)
+
         with torch.inference_mode():
-            m["lpips"] = lpips_net(up(x), up(ref))
+            m["lpips"] = lpips_net(up(x), up(ref)).cpu()
     return m
 
 
-def _figure(path: Path, name: str, ref, y, mask, outputs: dict[str, torch.Tensor], count: int = 6):
+def _observe(task: str, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, float | None]:
+    params = dict(TASKS[task])
+    if task == "box":
+        params["box_size"] = ref.shape[-1] // 4
+    # One generator per image, seeded by task and image position: the same degraded inputs for
+    # every method.
+    gens = [torch.Generator().manual_seed(20250101 + 1000 * list(TASKS).index(task) + i)
+            for i in range(ref.shape[0])]
+    obs = simulate_observation(task, ref, params=params, generator=gens, sigma_y=SIGMA_Y)
+    return obs.y, obs.mask, obs.sigma
+
+
+def _figure(path: Path, task: str, panels: list[tuple[str, dict[str, torch.Tensor]]],
+            count: int = 4) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    count = min(count, ref.shape[0])
-    shown = y * mask + 0.0 * (1 - mask)  # the hole drawn mid-grey
-    rows = [("reference", ref), ("input", shown), *outputs.items()]
-    fig, axes = plt.subplots(len(rows), count, figsize=(1.3 * count + 1.2, 1.3 * len(rows)),
+    labels = list(panels[0][1])
+    cols = sum(min(count, imgs["reference"].shape[0]) for _, imgs in panels)
+    fig, axes = plt.subplots(len(labels), cols, figsize=(1.1 * cols + 1.6, 1.1 * len(labels)),
                              squeeze=False)
-    for r, (label, imgs) in enumerate(rows):
-        for c in range(count):
-            ax = axes[r][c]
-            img = ((imgs[c].clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
-            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1,
-                      interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle(f"{name}: box inpainting (8x8 hole, sigma_y={SIGMA_Y})", fontsize=9)
+    c0 = 0
+    for name, imgs in panels:
+        n = min(count, imgs["reference"].shape[0])
+        for r, label in enumerate(labels):
+            for c in range(n):
+                ax = axes[r][c0 + c]
+                img = ((imgs[label][c].clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+                ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0,
+                          vmax=1, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == 0 and c == 0:
+                    ax.set_title(name, fontsize=7, loc="left")
+                if c0 + c == 0:
+                    ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
+        c0 += n
+    fig.suptitle(f"{task}: each method at its published settings", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def evaluate(ctx: Context, name: str, indices: list[int], batch: int, lpips_net) -> tuple[list, list]:
-    """(summary rows, per-image rows) for one evaluation set."""
+def evaluate(ctx: Context, name: str, indices: list[int], batch: int, lpips_net,
+             device: str) -> tuple[list, list, dict[str, dict[str, torch.Tensor]]]:
+    """(summary rows, per-image rows, images per task for the figures) for one evaluation set."""
     put = prior_under_test(name)
-    prior = put.prior
+    prior = put.prior.to(device)
     ref = eval_images(name, indices)
-    side = ref.shape[-1]
-    g = torch.Generator().manual_seed(20250101)
-    obs = simulate_observation("box", ref, params={"box_size": side // 4}, generator=g,
-                               sigma_y=SIGMA_Y)
-    y, mask = obs.y, obs.mask
-    outputs: dict[str, torch.Tensor] = {}
-    summary, per_image = [], []
-    methods = [CLASSICAL, *METHODS]
-    for method in methods:
-        start = time.perf_counter()
-        if method == CLASSICAL:
-            x, nfe, steps = biharmonic(y, mask), 0, None
-        else:
-            parts = []
-            for i in range(0, ref.shape[0], batch):
-                seeds = [int(indices[j]) for j in range(i, min(i + batch, ref.shape[0]))]
-                res = restore(prior, y[i:i + batch], mask[i:i + batch], method=method,
-                              seed=seeds, sigma_y=SIGMA_Y, steps=QUICK_STEPS if ctx.quick else None)
-                parts.append(res.images)
-            x, nfe, steps = torch.cat(parts), res.nfe, res.steps
-        sec = time.perf_counter() - start
-        outputs[method] = x
-        m = _metrics(x, ref, mask, lpips_net)
-        row = {"dataset": name, "method": method, "prior_weights": put.weights if method != CLASSICAL
-               else "none", "images": ref.shape[0], "steps": steps,
-               "nfe": nfe, "s_per_image": sec / ref.shape[0]}
-        for k, v in m.items():
-            v = v.double()
-            finite = v[torch.isfinite(v)]
-            row[k] = float(finite.mean()) if finite.numel() else math.nan
-            row[f"{k}_sem"] = float(finite.std() / math.sqrt(finite.numel())) \
-                if finite.numel() > 1 else math.nan
-        summary.append(row)
-        for j, idx in enumerate(indices):
-            per_image.append({"dataset": name, "method": method, "index": int(idx),
-                              **{k: float(v[j]) for k, v in m.items()}})
-    _figure(ctx.out_dir / f"quality_{name}.png", f"{name} ({put.weights})", ref, y, mask, outputs)
-    return summary, per_image
+    summary, per_image, shown = [], [], {}
+    for task in TASKS:
+        y, mask, sigma = _observe(task, ref)
+        shown[task] = {"reference": ref, "input": y if mask is None else y * mask}
+        rows = [(CLASSICAL[task], "classical", None), *runs_for(task, ctx.quick)]
+        for method, setting, overrides in rows:
+            start = time.perf_counter()
+            if overrides is None:
+                x, nfe, params = classical(task, y, mask), 0, {}
+            else:
+                parts = []
+                for i in range(0, ref.shape[0], batch):
+                    j = min(i + batch, ref.shape[0])
+                    res = restore(prior, y[i:j], None if mask is None else mask[i:j],
+                                  method=method, task=task, seed=[int(k) for k in indices[i:j]],
+                                  sigma=sigma, sigma_y=SIGMA_Y, **overrides)
+                    parts.append(res.images.float().cpu())
+                x, nfe, params = torch.cat(parts), res.nfe, res.params
+            sec = time.perf_counter() - start
+            if setting in ("classical", "published"):
+                shown[task][method] = x
+            m = _metrics(x, ref, mask, lpips_net, device)
+            row = {"dataset": name, "task": task, "method": method, "setting": setting,
+                   "params": " ".join(f"{k}={v}" for k, v in params.items()), "nfe": nfe,
+                   "images": ref.shape[0], "s_per_image": sec / ref.shape[0], "device": device,
+                   "prior_weights": put.weights if overrides is not None else "none"}
+            for k, v in m.items():
+                v = v.double()
+                finite = v[torch.isfinite(v)]
+                row[k] = float(finite.mean()) if finite.numel() else math.nan
+                row[f"{k}_sem"] = float(finite.std() / math.sqrt(finite.numel())) \
+                    if finite.numel() > 1 else math.nan
+            summary.append(row)
+            for j, idx in enumerate(indices):
+                per_image.append({"dataset": name, "task": task, "method": method,
+                                  "setting": setting, "index": int(idx),
+                                  **{k: float(v[j]) for k, v in m.items()}})
+    return summary, per_image, shown
+
+
+def paired_differences(per_image: list[dict]) -> list[dict]:
+    """Each run minus Restora-Flow at its published settings, image by image, with 95% t-intervals."""
+    import pandas as pd
+
+    df = pd.DataFrame(per_image)
+    out = []
+    for (dataset, task), group in df.groupby(["dataset", "task"], sort=False):
+        ref_method = REFERENCE.get(task, "restora_flow")
+        base = group[(group.method == ref_method) & (group.setting == "published")].set_index("index")
+        for (method, setting), other in group.groupby(["method", "setting"], sort=False):
+            if method == ref_method and setting == "published":
+                continue
+            other = other.set_index("index")
+            row = {"dataset": dataset, "task": task, "method": method, "setting": setting,
+                   "against": f"{ref_method} published"}
+            for metric in ("psnr", "psnr_hole", "lpips"):
+                if metric not in other:
+                    continue
+                diff = (other[metric] - base[metric]).dropna()
+                if len(diff) < 2:
+                    continue
+                half = float(stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1)
+                             / math.sqrt(len(diff)))
+                row[f"d_{metric}"] = float(diff.mean())
+                row[f"d_{metric}_ci95"] = half
+                better = diff < 0 if metric == "lpips" else diff > 0
+                row[f"{metric}_better_on"] = f"{int(better.sum())}/{len(diff)}"
+            out.append(row)
+    return out
 
 
 def run(ctx: Context) -> list[dict]:
     """Section 5 rows for digits32 and photo32; writes quality.{parquet,md}, figures, per-image."""
     started = time.perf_counter()
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    lpips_net = LPIPS(LPIPS_PATH) if lpips_available(LPIPS_PATH) else None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    lpips_net = LPIPS(LPIPS_PATH).to(device) if lpips_available(LPIPS_PATH) else None
     counts = {"digits32": 32, "photo32": 20}
     batches = {"digits32": 32, "photo32": 20}
-    summary, per_image = [], []
+    summary, per_image, panels = [], [], []
     for name in ("digits32", "photo32"):
         idx = subset(name, ctx.quick, counts)
-        s, p = evaluate(ctx, name, idx, batches[name], lpips_net)
+        s, p, shown = evaluate(ctx, name, idx, batches[name], lpips_net, device)
         summary += s
         per_image += p
+        panels.append((name, shown))
+    for task in TASKS:
+        _figure(ctx.out_dir / f"quality_{task}.png", task,
+                [(name, shown[task]) for name, shown in panels])
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     pq.write_table(pa.Table.from_pylist(per_image), ctx.out_dir / "quality_per_image.parquet")
-    untrained = sorted({r["dataset"] for r in summary
-                        if r["prior_weights"].startswith("random")})
-    nfe_text = ", ".join(f"{m} {method_nfe(m, DEFAULT_STEPS[m])}" for m in METHODS)
+    paired = paired_differences(per_image)
+    pq.write_table(pa.Table.from_pylist(paired), ctx.out_dir / "quality_paired.parquet")
+    untrained = sorted({r["dataset"] for r in summary if r["prior_weights"].startswith("random")})
     notes = [
-        (f"Box inpainting: centred hole of 1/4 of the side (8x8 of 32x32), measurement noise "
-        f"sigma_y={SIGMA_Y} on the known pixels; image i's noise seed is its index in the set."),
-        ("Methods at their restore() defaults, never tuned on these images: restora_flow T=64 c=1, "
-        f"mask_ode T=64 (c=0), ot_ode 100 steps from t0=0.2, pnp_flow 100 steps, alpha=0.5. NFE: "
-        f"{nfe_text}; OT-ODE's evaluations each add a backward pass through the network. "
-        "biharmonic: skimage.restoration.inpaint_biharmonic (0 NFE)."),
-        ("Outputs are not pasted back onto the known pixels (paste_known=False) for the flow methods; "
-        "biharmonic keeps the (noisy) observed pixels."),
-        ("Subsets (evenly spaced, to fit the run on a 2-core CPU): digits32 every 2nd of 64 "
-        "(32 images, all ten classes); photo32 the first 20 crops (4 of each of the five sporco "
-        "images, both scales)."),
-        ("Means over images; *_sem is the standard error of the mean. psnr_hole: PSNR over the "
-        "hole pixels only. SSIM: 11x11 Gaussian window, data range 1."),
-        (f"LPIPS: AlexNet v0.1 from {LPIPS_PATH.relative_to(REPO_ROOT)}; the 32x32 images are "
-         f"upsampled bilinearly to {LPIPS_SIDE}x{LPIPS_SIDE} for LPIPS only (AlexNet needs >= 31 px)."
-         if lpips_net is not None else
+        ("Tasks: box = centred hole of 1/4 of the side (8x8 of 32x32); random = 70% of pixels "
+         f"missing; superres = x2 decimation (top-left pixel of each 2x2 block); denoise = "
+         f"Gaussian noise sigma 0.2 on the [-1, 1] scale. sigma_y={SIGMA_Y} on the known pixels "
+         "of the first three. The degraded inputs are the same for every method."),
+        ("setting 'published': the method's published settings for the task from the registry "
+         "(`restora methods --task T`; params column); '~64 NFE' / '~190 NFE': the same with "
+         "steps chosen so the cost (nfe column) is nearest the budget. OT-ODE's evaluations each "
+         "add a backward pass. Nothing was tuned on these images."),
+        ("Classical baselines: biharmonic = skimage.restoration.inpaint_biharmonic; bicubic = "
+         "bicubic interpolation through the samples (align_corners on the sample grid, last row "
+         "and column replicated); wavelet = skimage.restoration.denoise_wavelet, BayesShrink, "
+         "soft, sigma 0.2 given."),
+        ("Outputs are not pasted back onto the known pixels. psnr_hole: PSNR over the unknown "
+         "pixels (the unsampled ones for superres; none for denoise)."),
+        ("Subsets (evenly spaced): digits32 every 2nd of 64 (32 images); photo32 the first 20 "
+         "crops. Image i's sampler seed is its index in the set."),
+        ("Means over images; *_sem is the standard error of the mean. Paired table: per-image "
+         "difference of each run minus Restora-Flow at its published settings (restora_flow; "
+         "restora_flow_denoise for denoise), mean and half-width of the 95% t-interval, and on "
+         "how many images the run is better; an interval that contains 0 is a tie."),
+        (f"LPIPS: AlexNet v0.1 from {LPIPS_PATH.relative_to(REPO_ROOT)}, images upsampled "
+         f"bilinearly to {LPIPS_SIDE}x{LPIPS_SIDE}." if lpips_net is not None else
          "LPIPS skipped: .cache/lpips_alexnet.safetensors is absent (make weights)."),
-        "seconds per image on one CPU thread, batched (digits32 32 per batch, photo32 20).",
-        ("Figures: quality_digits32.png and quality_photo32.png (reference, input with the hole in "
-        "grey, then each method)."),
+        f"Seconds per image on device {device}, batched (digits32 32 per batch, photo32 20).",
+        f"Figures: {', '.join(f'quality_{t}.png' for t in TASKS)}.",
     ]
     if untrained:
         notes.insert(0, f"**Random-weight stand-in priors for {', '.join(untrained)}: these flow "
                         "numbers are NOT quality results** (the trained priors were absent).")
     if ctx.quick:
-        notes.append(f"Quick mode: 4 images per set and {QUICK_STEPS} steps for every flow method; "
-                     "not the reported number.")
-    cols = ["dataset", "method", "prior_weights", "images", "steps", "nfe", "s_per_image",
-            "psnr", "psnr_sem", "psnr_hole", "psnr_hole_sem", "ssim", "ssim_sem"]
+        notes.append(f"Quick mode: 4 images per set, {QUICK_STEPS} steps for 'published' and "
+                     f"budgets {QUICK_BUDGETS}; not the reported numbers.")
+    cols = ["dataset", "task", "method", "setting", "params", "nfe", "s_per_image", "psnr",
+            "psnr_sem", "psnr_hole", "psnr_hole_sem", "ssim", "ssim_sem"]
     if lpips_net is not None:
         cols += ["lpips", "lpips_sem"]
-    write_section(ctx, "quality", "5. Quality at equal cost: box inpainting on the evaluation sets",
+    write_section(ctx, "quality", "5. Quality per task at published settings and matched budgets",
                   summary, notes=notes, columns=cols, seconds=time.perf_counter() - started,
-                  body="![digits32](quality_digits32.png)\n\n![photo32](quality_photo32.png)")
+                  extra_tables={"Paired differences against Restora-Flow (published settings)":
+                                paired},
+                  body="\n\n".join(f"![{t}](quality_{t}.png)" for t in TASKS))
     return summary

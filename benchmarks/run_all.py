@@ -5,7 +5,7 @@
     python -m benchmarks.run_all --sections 1,2,5   # some sections only
 
 Sections: 1 sampler efficiency, 2 batching, 3 pipeline vs bare sampler, 4 how cost grows,
-5 quality at equal cost, 6 GPU (benchmarks/gpu.py; here only its --quick CPU form, the GPU table
+5 quality per task at published settings and matched budgets, 6 GPU (benchmarks/gpu.py; here only its --quick CPU form, the GPU table
 comes from a run on a GPU machine). Every table's header carries the date, machine, versions and
 the command that reproduces it. Timings are not pass/fail: the machine is shared and noisy.
 """

@@ -1,4 +1,4 @@
-"""`restora` command line: restore | train | serve | inspect.
+"""`restora` command line: restore | train | serve | inspect | methods.
 
 This is the edge: it sets the environment Ray and Prefect read at import (quiet, offline-safe,
 loopback for a local Ray), turns flags or a spec file into one validated JobSpec, and only then
@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +58,8 @@ def _pairs(items: list[str] | None, flag: str) -> dict[str, Any]:
 
 
 # flag dest -> (JobSpec field, metavar, help). The type, the default and the allowed values come
-# from JobSpec (and the sampler names from restora_core.METHODS), never typed again here.
+# from JobSpec, the method registry (restora_core.METHODS) and the input readers
+# (tasks.readers), never typed again here.
 _SPEC_ARGS: dict[str, tuple[str, str | None, str]] = {
     "input": ("input_uri", "URI", "folder/prefix of images, or of Parquet shards (any fsspec URI)"),
     "output": ("output_uri", "URI",
@@ -69,9 +69,11 @@ _SPEC_ARGS: dict[str, tuple[str, str | None, str]] = {
     "input_format": ("input_format", None, "how to read --input"),
     "task": ("task", None, ("degradation to undo (inpaint takes --masks; README lists each "
                            "task's --param)")),
-    "method": ("method", None, "sampler"),
-    "steps": ("steps", "N", "sampler steps"),
-    "corrections": ("corrections", "C", "Restora-Flow corrections per step (restora_flow only)"),
+    "method": ("method", None, "restoration method (`restora methods` lists their parameters)"),
+    "steps": ("steps", "N", ("shorthand for --method-param steps=N (default: the method's "
+                            "published setting for the task)")),
+    "corrections": ("corrections", "C", ("shorthand for --method-param corrections=C "
+                                        "(restora_flow's corrections per step)")),
     "seed": ("seed", "N", "run seed; each image's seed derives from it and the image id"),
     "prior": ("prior", "NAME|URI",
               "shipped prior name (digits32, photo32) or a .safetensors/.pt URI"),
@@ -103,6 +105,7 @@ def _flag_settings(field: str) -> dict[str, Any]:
     import typing
 
     from restora_core import METHODS
+    from tasks.readers import reader_names
     from tasks.spec import JobSpec, field_choices
 
     info = JobSpec.model_fields[field]
@@ -112,6 +115,8 @@ def _flag_settings(field: str) -> dict[str, Any]:
     out: dict[str, Any] = {"type": kind if kind in (int, float) else str}
     if field == "method":
         out["choices"] = list(METHODS)
+    elif field == "input_format":
+        out["choices"] = ["auto", *reader_names()]
     elif typing.get_origin(kind) is typing.Literal:
         out["choices"] = field_choices(field)
     default = None if info.is_required() else info.get_default(call_default_factory=True)
@@ -130,6 +135,8 @@ def _add_spec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="task parameter, value as JSON (repeat): box=[top,left,h,w], box_size, "
                         "p, factor, sigma")
+    p.add_argument("--method-param", action="append", metavar="KEY=VALUE",
+                   help="method parameter, e.g. t0=0.1 (repeat; see `restora methods`)")
     p.add_argument("--save-inputs", action="store_true", default=None,
                    help="also write the degraded input and mask beside each output")
     p.add_argument("--endpoint-url", metavar="URL", help="S3 endpoint (e.g. http://127.0.0.1:9000)")
@@ -174,6 +181,9 @@ def spec_from_args(args: argparse.Namespace):
             data[field] = value
     if args.param:
         data["task_params"] = {**data.get("task_params", {}), **_pairs(args.param, "--param")}
+    if args.method_param:
+        data["method_params"] = {**data.get("method_params", {}),
+                                 **_pairs(args.method_param, "--method-param")}
     if args.save_inputs:
         data["save_inputs"] = True
     options = {**data.get("storage_options", {}), **_pairs(args.storage_option, "--storage-option")}
@@ -182,47 +192,6 @@ def spec_from_args(args: argparse.Namespace):
     if options:
         data["storage_options"] = options
     return parse_spec(data)
-
-
-class _ProgressBar:
-    """Shard progress on a terminal: polls the committed manifests against the stored plan."""
-
-    def __init__(self, spec, stream=sys.stderr, interval: float = 1.0):
-        self.spec, self.stream, self.interval = spec, stream, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        if self.stream.isatty():
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-            self.stream.write("\n")
-
-    def _run(self) -> None:
-        from tasks.manifest import manifest_dir
-        from tasks.planning import load_plan
-        from tasks.storage import list_files, open_fs
-
-        total = None
-        while not self._stop.wait(self.interval):
-            try:
-                if total is None:
-                    plan = load_plan(self.spec)
-                    total = len(plan.shards) if plan else None
-                    continue
-                fs, root = open_fs(manifest_dir(self.spec.output_uri), self.spec.storage_options)
-                done = min(len(list_files(fs, root, (".parquet",))), total)
-            except Exception:  # noqa: BLE001, S112 - the bar is cosmetic
-                continue
-            width = 30
-            filled = int(width * done / max(total, 1))
-            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} shards")
-            self.stream.flush()
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -251,10 +220,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
         return 2
     from flows.restore_dataset import restore_dataset
 
-    with _ProgressBar(spec):
-        state = restore_dataset(spec=spec, retry_failed=args.retry_failed,
-                                overwrite=args.overwrite, ray_address=args.ray_address,
-                                return_state=True)
+    # Progress (images done / total, rate, ETA) arrives as the flow's log lines as batches finish.
+    state = restore_dataset(spec=spec, retry_failed=args.retry_failed,
+                            overwrite=args.overwrite, ray_address=args.ray_address,
+                            return_state=True)
     if state.is_completed():
         _print_summary(state.result())
         return 0
@@ -321,6 +290,49 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def describe_methods(task: str | None = None) -> list[dict[str, Any]]:
+    """Every registered method (or those doing ``task``): parameters, per-task defaults, cost."""
+    from restora_core.samplers import REGISTRY
+
+    out = []
+    for entry in REGISTRY.values():
+        tasks = [t for t in entry.tasks if task in (None, t)]
+        if not tasks:
+            continue
+        out.append({
+            "method": entry.name, "summary": entry.summary, "paper": entry.paper,
+            "parameters": [vars(p) for p in entry.param_info()],
+            "tasks": {t: {"params": entry.defaults(t), "nfe": entry.cost(t),
+                          "source": entry.sources.get(t, entry.sources.get("defaults", ""))}
+                      for t in tasks},
+            "sources": dict(entry.sources),
+        })
+    return out
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    """List the methods with their parameters, per-task defaults, cost and sources."""
+    methods = describe_methods(args.task)
+    if args.json:
+        print(json.dumps(methods, indent=1))
+        return 0
+    for m in methods:
+        print(f"{m['method']}: {m['summary']}")
+        print(f"  paper: {m['paper']}")
+        print("  parameters:")
+        for p in m["parameters"]:
+            print(f"    {p['name']} ({p['type']}, default {p['default']}): {p['help']}")
+        print("  per task (nfe: network evaluations per image; denoising at sigma 0.2):")
+        for task, info in m["tasks"].items():
+            values = " ".join(f"{k}={v}" for k, v in info["params"].items())
+            print(f"    {task:<9} {values}  nfe={info['nfe']}")
+        print("  sources:")
+        for key, text in m["sources"].items():
+            print(f"    {key}: {text}")
+        print()
+    return 0
+
+
 def cmd_train(rest: list[str]) -> int:
     """Hand over to the training flow (flows/train_prior.py), imported only now."""
     from flows.train_prior import main as train_main
@@ -380,6 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="error rows to list (default: %(default)s)")
     i.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
                    help="fsspec storage option, value as JSON (repeat)")
+    m = sub.add_parser("methods", help="list the methods, their parameters, defaults, cost, sources",
+                       description="List the restoration methods with their parameters, "
+                                   "per-task defaults, cost and sources.")
+    m.add_argument("--task", choices=_flag_settings("task")["choices"],
+                   help="only the methods doing this task, with its defaults")
+    m.add_argument("--json", action="store_true", help="print the list as JSON")
     sub.add_parser("train", help="train a prior with the train-prior flow (restora train --help)",
                    add_help=False)
     return parser
@@ -402,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_restore(args)
     if args.command == "serve":
         return cmd_serve(args)
+    if args.command == "methods":
+        return cmd_methods(args)
     return cmd_inspect(args)
 
 

@@ -3,15 +3,12 @@
 # No `from __future__ import annotations` here: Prefect builds the flow's parameter model from
 # real annotations when a deployment loads this module by entrypoint.
 import base64
-import io
 import json
 import logging
+import posixpath
 import time
 from typing import Any
 
-import numpy as np
-import pyarrow.compute as pc
-from PIL import Image
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
     create_markdown_artifact,
@@ -22,6 +19,7 @@ from prefect.exceptions import MissingContextError
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from tasks.cleanup import remove_previous_outputs
 from tasks.manifest import (
     SCHEMA_VERSION,
     committed_manifest,
@@ -32,9 +30,11 @@ from tasks.manifest import (
 )
 from tasks.planning import Plan, ShardPlan, load_or_make_plan
 from tasks.pool import ActorPool, actor_device
+from tasks.preview import PREVIEW_ROWS, preview_dir, preview_grid
+from tasks.progress import RunProgress
 from tasks.shard import restore_shard
 from tasks.spec import JobSpec, JobSpecError, RunInfo
-from tasks.storage import join, open_fs, write_atomic
+from tasks.storage import join, list_files, open_fs, write_atomic
 from tasks.summary import SUMMARY_COLUMNS, SummaryAccumulator, markdown_summary
 from tasks.validate import validate_job
 
@@ -42,6 +42,9 @@ from .ray_runtime import ray_connection
 
 SUMMARY_NAME = "summary.json"
 GRID_NAME = "preview.png"
+# The progress artifact follows batches at most this often; the log gets a line this often.
+ARTIFACT_INTERVAL_S = 1.0
+LOG_INTERVAL_S = 15.0
 
 
 def summary_uri(output_uri: str) -> str:
@@ -88,77 +91,104 @@ def shards_to_run(plan: Plan, spec: JobSpec, info: RunInfo, *, retry_failed: boo
     return work, skipped
 
 
+class _ProgressPublisher:
+    """Publishes a run's image progress: the Prefect progress artifact and a log line, throttled."""
+
+    def __init__(self, progress: RunProgress, artifact_id: Any, logger: Any):
+        self.progress, self.artifact_id, self.logger = progress, artifact_id, logger
+        self._seen = -1
+        self._artifact_at = self._logged_at = time.monotonic()
+
+    def publish(self, *, force: bool = False) -> None:
+        """Update the artifact (at most every ARTIFACT_INTERVAL_S) and log (every LOG_INTERVAL_S)."""
+        now = time.monotonic()
+        if self.progress.version == self._seen and not force:
+            return
+        if not force and now - self._artifact_at < ARTIFACT_INTERVAL_S:
+            return
+        self._seen = self.progress.version
+        snap = self.progress.snapshot()
+        self._artifact_at = now
+        if self.artifact_id is not None:
+            update_progress_artifact(self.artifact_id, progress=snap.percent,
+                                     description=snap.describe())
+        if force or now - self._logged_at >= LOG_INTERVAL_S:
+            self._logged_at = now
+            self.logger.info("progress: %s", snap.describe())
+
+
 def _run_shards(work: list[tuple[ShardPlan, list[str] | None]], spec: JobSpec, info: RunInfo,
-                pool: ActorPool, progress_id: Any, total: int, done_before: int) -> tuple[list, list]:
-    """Submit shard tasks with at most ``max_concurrent_shards`` in flight; track progress."""
+                pool: ActorPool, progress: RunProgress,
+                publisher: _ProgressPublisher) -> tuple[list, list]:
+    """Submit shard tasks with at most ``max_concurrent_shards`` in flight; publish progress."""
     logger = get_run_logger()
     results, failures, pending = [], [], []
     queue = list(work)
-    finished = done_before
     while queue or pending:
         while queue and len(pending) < spec.max_concurrent_shards:
             shard, redo = queue.pop(0)
-            future = restore_shard.submit(shard.shard_id, shard, spec, info, pool, redo)
+            future = restore_shard.submit(shard.shard_id, shard, spec, info, pool, redo,
+                                          progress.report)
             pending.append((shard, future))
         time.sleep(0.1)
+        publisher.publish()
         still = []
         for shard, future in pending:
             if not future.state.is_final():
                 still.append((shard, future))
                 continue
-            finished += 1
             try:
                 result = future.result()
                 results.append(result)
-                logger.info("shard %s committed: %d ok, %d error", shard.shard_id,
-                            result["ok"], result["error"])
+                progress.report(shard.shard_id, result["processed"])
+                logger.info("shard %s committed: %d ok, %d error; %s", shard.shard_id,
+                            result["ok"], result["error"], progress.snapshot().describe())
             except Exception as exc:  # noqa: BLE001 - one shard's failure must not stop the others
+                progress.report(shard.shard_id, 0)  # nothing of it was committed
                 failures.append({"shard_id": shard.shard_id, "error": f"{type(exc).__name__}: {exc}"})
                 logger.error("shard %s failed: %s", shard.shard_id, exc)
-            if progress_id is not None:
-                update_progress_artifact(progress_id, progress=100.0 * finished / max(total, 1))
         pending = still
     return results, failures
 
 
-def _grid_png(spec: JobSpec, rows: list[dict[str, Any]]) -> bytes | None:
-    """Before/after grid: per sample, the input (left) beside the restored image (right)."""
-    tiles = []
-    for row in rows:
-        pair = []
-        for key in ("before", "after"):
-            fs, path = open_fs(row[key], spec.storage_options)
-            img = Image.open(io.BytesIO(fs.cat_file(path))).convert("RGB")
-            pair.append(np.asarray(img.resize((64, 64), Image.Resampling.NEAREST)))
-        tiles.append(np.concatenate([pair[0], np.full((64, 4, 3), 255, np.uint8), pair[1]], axis=1))
-    if not tiles:
-        return None
-    sep = np.full((4, tiles[0].shape[1], 3), 255, np.uint8)
-    grid = np.concatenate([x for t in tiles for x in (t, sep)][:-1], axis=0)
-    buf = io.BytesIO()
-    Image.fromarray(grid).save(buf, format="PNG")
-    return buf.getvalue()
+def _already_done(plan: Plan, work: list[tuple[ShardPlan, list[str] | None]]) -> int:
+    """Images committed before this run: skipped shards whole, kept rows of --retry-failed shards."""
+    running = {shard.shard_id: redo for shard, redo in work}
+    done = 0
+    for shard in plan.shards:
+        if shard.shard_id not in running:
+            done += shard.count
+        elif running[shard.shard_id] is not None:
+            done += shard.count - len(running[shard.shard_id])
+    return done
 
 
-def build_summary(plan: Plan, spec: JobSpec, info: RunInfo) -> tuple[dict[str, Any], list[dict]]:
-    """Fold every committed manifest into the run summary; also pick a few grid samples."""
+def _preview_png(plan: Plan, spec: JobSpec) -> bytes | None:
+    """Grid of up to PREVIEW_ROWS strips saved by the write stage, from the plan's first shards."""
+    fs, root = open_fs(spec.output_uri, spec.storage_options)
+    strips: list[bytes] = []
+    for shard in plan.shards:
+        folder = posixpath.join(root, preview_dir(shard.shard_id))
+        for rel in list_files(fs, folder, (".png",)):
+            strips.append(fs.cat_file(posixpath.join(folder, rel)))
+            if len(strips) == PREVIEW_ROWS:
+                return preview_grid(strips)
+    return preview_grid(strips)
+
+
+def build_summary(plan: Plan, spec: JobSpec, info: RunInfo) -> dict[str, Any]:
+    """Fold every committed manifest into the run summary."""
     acc = SummaryAccumulator()
-    samples: list[dict[str, Any]] = []
     committed = 0
     for shard in plan.shards:
         uri = manifest_uri(spec.output_uri, shard.shard_id)
         if manifest_config_hash(uri, spec.storage_options) is None:
             continue
         committed += 1
-        table = read_manifest(uri, spec.storage_options,
-                              columns=[*SUMMARY_COLUMNS, "source_uri", "output_uri"])
-        acc.add(table)
-        if len(samples) < 4 and shard.kind == "images":
-            for row in table.filter(pc.equal(table["status"], "ok")).slice(0, 4 - len(samples)).to_pylist():
-                samples.append({"before": row["source_uri"], "after": row["output_uri"]})
+        acc.add(read_manifest(uri, spec.storage_options, columns=SUMMARY_COLUMNS))
     summary = acc.result()
     summary["shards"] = {"total": len(plan.shards), "committed": committed}
-    return summary, samples
+    return summary
 
 
 @flow(name="restore-dataset", task_runner=ThreadPoolTaskRunner(max_workers=16),
@@ -177,6 +207,10 @@ def _restore_dataset(spec: JobSpec, retry_failed: bool, overwrite: bool,
     logger = get_run_logger()
     started = time.time()
     info = validate_job(spec, device=actor_device(spec))
+    if overwrite:
+        removed = remove_previous_outputs(spec.output_uri, spec.storage_options)
+        logger.info("overwrite: removed %d manifest(s) and the %d image(s) they listed",
+                    removed["manifests"], removed["files"])
     plan, reused = load_or_make_plan(spec, replan=overwrite)
     if plan.input_format == "images" and spec.task == "inpaint" and not spec.masks_uri:
         raise JobSpecError("masks_uri: task 'inpaint' on an image folder needs masks_uri")
@@ -186,20 +220,23 @@ def _restore_dataset(spec: JobSpec, retry_failed: bool, overwrite: bool,
                 skipped, info.config_hash)
     results: list[dict] = []
     failures: list[dict] = []
-    progress_id = create_progress_artifact(
-        progress=100.0 * skipped / max(len(plan.shards), 1), key="restora-progress",
-        description=f"shards committed of {len(plan.shards)}")
+    progress = RunProgress(plan.total_items, _already_done(plan, work))
+    progress_id = create_progress_artifact(progress=progress.snapshot().percent,
+                                           key="restora-progress",
+                                           description=progress.snapshot().describe())
+    publisher = _ProgressPublisher(progress, progress_id, logger)
     if work:
         with ray_connection(ray_address):
             pool = ActorPool(spec, info)
             try:
                 pool.wait_ready()
-                results, failures = _run_shards(work, spec, info, pool, progress_id,
-                                                len(plan.shards), skipped)
+                progress.restart_clock()
+                results, failures = _run_shards(work, spec, info, pool, progress, publisher)
             finally:
                 pool.shutdown()
+        publisher.publish(force=True)
     wall = time.time() - started
-    summary, samples = build_summary(plan, spec, info)
+    summary = build_summary(plan, spec, info)
     processed = sum(r["processed"] for r in results)
     summary.update({
         "flow_run_id": str(flow_run.get_id() or ""), "config_hash": info.config_hash,
@@ -219,14 +256,16 @@ def _restore_dataset(spec: JobSpec, retry_failed: bool, overwrite: bool,
     logger.info("summary artifact restora-summary: %d ok, %d error of %d images; %s",
                 summary["images"]["ok"], summary["images"]["error"], summary["images"]["total"],
                 summary_uri(spec.output_uri))
-    grid = _grid_png(spec, samples) if samples else None
+    grid = _preview_png(plan, spec)
     if grid:
         gfs, gpath = open_fs(join(spec.output_uri, GRID_NAME), spec.storage_options)
         write_atomic(gfs, gpath, grid)
         encoded = base64.b64encode(grid).decode()
+        columns = "degraded input | restored" + (" | reference" if spec.uses_references else "")
         create_markdown_artifact(
-            markdown=f"## Before / after\n\n![before and after](data:image/png;base64,{encoded})\n",
-            key="restora-samples", description="input (left) and restored (right)")
+            markdown=(f"## Before / after\n\nColumns: {columns}\n\n"
+                      f"![{columns}](data:image/png;base64,{encoded})\n"),
+            key="restora-samples", description=columns)
     if failures:
         raise RuntimeError(f"{len(failures)} shard(s) failed ({', '.join(f['shard_id'] for f in failures)});"
                            " committed shards are kept, rerun the same job to resume")

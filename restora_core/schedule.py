@@ -41,3 +41,14 @@ def euler_grid(steps: int) -> list[tuple[float, float]]:
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     return [(k / steps, (k + 1) / steps) for k in range(steps)]
+
+
+def gamma_t(t: float) -> float:
+    """OT-ODE's time-dependent guidance weight sqrt(t / (t^2 + (1-t)^2)) (Pokle et al., TMLR 2024)."""
+    return (t / (t**2 + (1.0 - t) ** 2)) ** 0.5
+
+
+def start_index(steps: int, t0: float) -> int:
+    """First grid index k (time k/steps) of a walk that starts at ``t0``: floor(steps * t0)."""
+    # The tolerance keeps 0.29 * 100 = 28.999999999999996 on level 29.
+    return int(steps * t0 + 1e-9)

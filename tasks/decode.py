@@ -26,6 +26,7 @@ class ImageError(ValueError):
     def __init__(self, cause: str, detail: str):
         super().__init__(f"{cause}: {detail}")
         self.cause = cause
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,88 @@ def _open(data: bytes, max_pixels: int, what: str) -> Image.Image:
     return img
 
 
+# 16-bit PNG colour types Pillow narrows to 8 bits: type -> (rawmode of the low bytes, channels).
+# Pillow's PNG decoder undoes the row filters for the whole 6- or 8-byte pixel; unpacking the
+# same stream with the little-endian rawmode yields the second byte of each sample, i.e. the low
+# byte of PNG's big-endian samples, so high * 256 + low is the full 16-bit value.
+_PNG16_LOW_RAWMODE = {2: ("RGB;16L", 3), 6: ("RGBA;16L", 3)}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _png16_colour(data: bytes, img: Image.Image) -> np.ndarray | None:
+    """(H, W, K) float in [0, 1] of a 16-bit colour or gray+alpha PNG; None for other images."""
+    if not data.startswith(_PNG_SIGNATURE) or len(data) < 26 or data[24] != 16:
+        return None
+    colour_type = data[25]
+    if colour_type == 4:  # gray+alpha: its 4-byte pixels unpack byte for byte as "RGBA"
+        pixels = _reload(data, img, "RGBA").astype(np.float64)
+        return ((pixels[..., 0] * 256 + pixels[..., 1]) / 65535.0)[..., None].astype(np.float32)
+    if colour_type not in _PNG16_LOW_RAWMODE:
+        return None
+    rawmode, channels = _PNG16_LOW_RAWMODE[colour_type]
+    high = np.asarray(img, dtype=np.float64)[..., :channels]
+    low = _reload(data, img, rawmode).astype(np.float64)[..., :channels]
+    return ((high * 256 + low) / 65535.0).astype(np.float32)
+
+
+def _reload(data: bytes, img: Image.Image, rawmode: str) -> np.ndarray:
+    """Decode ``data`` again with its first tile unpacked through ``rawmode``."""
+    again = Image.open(io.BytesIO(data))
+    tile = again.tile[0]
+    args = rawmode if isinstance(tile.args, str) else (rawmode, *tuple(tile.args)[1:])
+    again.tile = [tile._replace(args=args)]
+    try:
+        again.load()
+    except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as exc:
+        raise ImageError("unreadable", f"16-bit PNG: {exc}") from None
+    if again.size != img.size:
+        raise ImageError("unreadable", "16-bit PNG decoded to another size")
+    return np.asarray(again)
+
+
+def _tiff_deep(data: bytes) -> np.ndarray | None:
+    """(H, W, K) float in [0, 1] of a >8-bit gray/RGB TIFF via tifffile; None when not one.
+
+    Pillow reads 16-bit RGB TIFFs at 8 bits. tifffile reads uncompressed, deflate and packbits
+    strips at full depth; codecs it lacks (LZW, JPEG without imagecodecs) fall back to Pillow.
+    """
+    if not data.startswith(_TIFF_SIGNATURES):
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            page = tif.pages[0]
+            if page.bitspersample <= 8 or int(page.photometric) not in (1, 2):
+                return None
+            arr, axes = page.asarray(), page.axes
+    except Exception:  # noqa: BLE001 - anything tifffile cannot do, Pillow gets to try
+        return None
+    arr = np.moveaxis(arr, axes.index("S"), -1) if "S" in axes else arr[..., None]
+    if arr.ndim != 3:  # volumes and other layouts: Pillow reads the first plane
+        return None
+    arr = arr[..., :3] if arr.shape[-1] >= 3 else arr[..., :1]
+    if np.issubdtype(arr.dtype, np.integer):
+        return (arr.astype(np.float64) / np.iinfo(arr.dtype).max).astype(np.float32)
+    return _scaled_float(arr.astype(np.float64))
+
+
+def _scaled_float(arr: np.ndarray) -> np.ndarray:
+    """Float samples to [0, 1]: as-is when they fit, else as 8- or 16-bit values."""
+    peak = arr.max(initial=0)
+    scale = 1.0 if peak <= 1 else (255.0 if peak <= 255 else 65535.0)
+    return np.clip(arr / scale, 0, 1).astype(np.float32)
+
+
+def _pixels(data: bytes, img: Image.Image) -> np.ndarray:
+    """(H, W, K) float32 in [0, 1] at the file's full bit depth; alpha is dropped."""
+    arr = _png16_colour(data, img)
+    if arr is None:
+        arr = _tiff_deep(data)
+    return _to_float_channels(img) if arr is None else arr
+
+
 def _to_float_channels(img: Image.Image) -> np.ndarray:
     """(H, W, K) float32 in [0, 1] for any PIL mode; alpha is dropped."""
     if img.mode in _SIXTEEN_BIT_MODES:
@@ -93,10 +176,7 @@ def _to_float_channels(img: Image.Image) -> np.ndarray:
         scale = 65535.0 if arr.max(initial=0) > 255 or img.mode != "I" else 255.0
         return (np.clip(arr / scale, 0, 1)[..., None]).astype(np.float32)
     if img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        peak = arr.max(initial=0)
-        scale = 1.0 if peak <= 1 else (255.0 if peak <= 255 else 65535.0)
-        return (np.clip(arr / scale, 0, 1)[..., None]).astype(np.float32)
+        return _scaled_float(np.asarray(img, dtype=np.float64))[..., None]
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in ("1", "L", "LA", "La"):
@@ -147,7 +227,7 @@ def decode_image(data: bytes, *, channels: int, resolution: int, size_policy: st
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)
     geo = _geometry(img, resolution, size_policy, "image")
-    arr = _match_channels(_to_float_channels(img), channels)
+    arr = _match_channels(_pixels(data, img), channels)
     planes = [_apply(arr[..., k], geo, nearest=False) for k in range(channels)]
     out = np.clip(np.stack(planes), 0.0, 1.0) * 2.0 - 1.0
     return out.astype(np.float32), geo
@@ -162,7 +242,7 @@ def decode_mask(data: bytes, geometry: Geometry, *, max_pixels: int = 50_000_000
     if img.size != (geometry.width, geometry.height):
         raise ImageError("mask-size", f"mask is {img.size[0]}x{img.size[1]}, image is "
                                       f"{geometry.width}x{geometry.height}")
-    known = (_to_float_channels(img) > 0).any(axis=-1).astype(np.float32)
+    known = (_pixels(data, img) > 0).any(axis=-1).astype(np.float32)
     known = _apply(known, geometry, nearest=True)
     return (known > 0.5).astype(np.float32)[None]
 

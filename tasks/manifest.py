@@ -31,8 +31,8 @@ MANIFEST_SCHEMA = pa.schema([
     pa.field("method", pa.string(), nullable=False),
     pa.field("steps", pa.int32()),
     pa.field("corrections", pa.int32()),
+    pa.field("method_params", pa.string()),  # JSON: every parameter as it ran
     pa.field("nfe", pa.int32()),
-    pa.field("method_params", pa.string()),
     pa.field("seed", pa.int64(), nullable=False),
     pa.field("model_id", pa.string(), nullable=False),
     pa.field("config_hash", pa.string(), nullable=False),
@@ -56,8 +56,8 @@ META_CONFIG_HASH = b"restora.config_hash"
 META_SHARD_ID = b"restora.shard_id"
 META_SCHEMA_VERSION = b"restora.schema_version"
 # Version of MANIFEST_SCHEMA, stored in each file's metadata (README, "Manifest schema").
-#   1 (no key): steps and corrections copied from the job spec; no method_params.
-#   2: steps, corrections, nfe and method_params as the sampler used them (null on error rows).
+#   1 (no key): steps, corrections (and method_params, when present) copied from the job spec.
+#   2: steps, corrections, method_params and nfe as the sampler ran them (null on error rows).
 # Bump it with every change of the columns, and teach _upgrade how to read the old version.
 SCHEMA_VERSION = 2
 
@@ -139,32 +139,35 @@ def schema_version(metadata: Mapping[bytes, bytes] | None) -> int:
         raise ManifestVersionError(f"unreadable manifest schema version {value!r}") from None
 
 
-def _upgrade(table: pa.Table, version: int, uri: str) -> pa.Table:
-    """``table`` (read from a version-``version`` manifest) in the current schema's columns."""
-    if version > SCHEMA_VERSION:
+def _upgrade(table: pa.Table, version: int, wanted: list[str], uri: str) -> pa.Table:
+    """The ``wanted`` columns of ``table`` (read from a version-``version`` manifest) in the
+    current schema: columns an older version lacks are null (unknown); a newer version is read
+    only when it still has every wanted column."""
+    missing = [name for name in wanted if name not in table.column_names]
+    if missing and version > SCHEMA_VERSION:
         raise ManifestVersionError(
             f"manifest '{uri}' has schema version {version}, newer than this Restora's "
-            f"{SCHEMA_VERSION}: read it with a newer Restora, or rerun the job with --overwrite")
-    for name in MANIFEST_COLUMNS:  # v1 -> v2: method_params did not exist (null: unknown)
-        if name not in table.column_names:
-            table = table.append_column(MANIFEST_SCHEMA.field(name),
-                                        pa.nulls(table.num_rows, MANIFEST_SCHEMA.field(name).type))
-    return table
+            f"{SCHEMA_VERSION}, and lacks {missing}: read it with a newer Restora, or rerun the "
+            "job with --overwrite")
+    for name in missing:  # v1 -> v2: method_params may not exist
+        field = MANIFEST_SCHEMA.field(name)
+        table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table.select(wanted)
 
 
 def read_manifest(uri: str, storage_options: dict[str, Any] | None = None,
                   columns: list[str] | None = None) -> pa.Table:
     """Read one manifest (or some of its columns) in the current schema, whatever its version."""
+    wanted = list(MANIFEST_COLUMNS) if columns is None else list(columns)
     fs, path = open_fs(uri, storage_options)
     with fs.open(path, "rb") as handle:
         stored = pq.read_schema(handle)
         handle.seek(0)
-        wanted = None if columns is None else [c for c in columns if c in stored.names]
         # use_threads=False: pyarrow 26's threaded read of a Python file object can abort the
         # interpreter at exit ("terminate called without an active exception").
-        table = pq.read_table(handle, columns=wanted, use_threads=False)
-    table = _upgrade(table, schema_version(stored.metadata), uri)
-    return table.select(columns) if columns is not None else table.select(list(MANIFEST_COLUMNS))
+        table = pq.read_table(handle, columns=[c for c in wanted if c in stored.names],
+                              use_threads=False)
+    return _upgrade(table, schema_version(stored.metadata), wanted, uri)
 
 
 def committed_manifest(uri: str, storage_options: dict[str, Any] | None = None

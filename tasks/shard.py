@@ -8,7 +8,7 @@ manifest is written last, as the shard's commit marker.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow.compute as pc
@@ -18,8 +18,9 @@ from prefect.cache_policies import NO_CACHE
 
 from .batch_io import load_batch, write_batch
 from .manifest import concat, manifest_uri, read_manifest, rows_to_table, write_manifest
-from .planning import ShardPlan, shard_items
+from .planning import ShardPlan
 from .pool import IO_TASK_CPUS, ActorPool
+from .readers import get_reader
 from .spec import JobSpec, RunInfo
 from .storage import is_transient_storage_error
 
@@ -60,21 +61,13 @@ def _commit(shard_id: str, columns: list[dict[str, list]], redo_sources: list[st
 
 def batch_requests(shard: ShardPlan, spec: JobSpec,
                    redo_sources: list[str] | None = None) -> Iterator[dict[str, Any]]:
-    """The shard's batch requests, ``spec.batch_size`` items each (only ``redo_sources`` if given)."""
+    """The shard's batch requests, ``spec.batch_size`` items each (only ``redo_sources`` if given).
+
+    The first request is flagged ``preview``: its first ok rows also save a before/after strip.
+    """
     wanted = None if redo_sources is None else set(redo_sources)
-    if shard.kind == "images":
-        items = [it for it in shard_items(shard, spec.storage_options)
-                 if wanted is None or it["source"] in wanted]
-        for start in range(0, len(items), spec.batch_size):
-            yield {"kind": "images", "shard_id": shard.shard_id,
-                   "items": items[start:start + spec.batch_size]}
-        return
-    rows = list(range(shard.count))
-    if wanted is not None:
-        rows = [r for r in rows if f"{shard.file_uri}#row={r}" in wanted]
-    for start in range(0, len(rows), spec.batch_size):
-        yield {"kind": "parquet", "shard_id": shard.shard_id, "file": shard.file_uri,
-               "rows": rows[start:start + spec.batch_size]}
+    for index, request in enumerate(get_reader(shard.kind).requests(shard, spec, wanted)):
+        yield {**request, "preview": index == 0}
 
 
 def _submit(request: dict[str, Any], spec: JobSpec, info: RunInfo, actor: Any) -> ray.ObjectRef:
@@ -84,12 +77,18 @@ def _submit(request: dict[str, Any], spec: JobSpec, info: RunInfo, actor: Any) -
 
 
 def run_shard(shard: ShardPlan, spec: JobSpec, info: RunInfo, pool: ActorPool,
-              redo_sources: list[str] | None = None) -> dict[str, Any]:
-    """Restore one shard with at most ``spec.max_inflight_batches`` batches in flight; commit it."""
+              redo_sources: list[str] | None = None,
+              on_progress: Callable[[str, int], None] | None = None) -> dict[str, Any]:
+    """Restore one shard with at most ``spec.max_inflight_batches`` batches in flight; commit it.
+
+    ``on_progress(shard_id, images done so far)`` is called as each batch's results arrive.
+    """
     started = time.time()
     inflight: dict[ray.ObjectRef, tuple[dict, Any, int]] = {}
     results: list[dict[str, list]] = []
     resubmitted = 0
+    if on_progress is not None:
+        on_progress(shard.shard_id, 0)
 
     def drain(until: int) -> None:
         nonlocal resubmitted
@@ -98,6 +97,8 @@ def run_shard(shard: ShardPlan, spec: JobSpec, info: RunInfo, pool: ActorPool,
             request, actor, attempt = inflight.pop(done[0])
             try:
                 results.append(ray.get(done[0]))
+                if on_progress is not None:
+                    on_progress(shard.shard_id, sum(len(part["id"]) for part in results))
             except _LOST:
                 if attempt + 1 >= _MAX_BATCH_ATTEMPTS:
                     raise
@@ -133,6 +134,7 @@ def retry_on_transient_storage_error(task_obj: Any, task_run: Any, state: Any) -
       retry_delay_seconds=[2, 10, 30], retry_condition_fn=retry_on_transient_storage_error,
       cache_policy=NO_CACHE, persist_result=False)
 def restore_shard(shard_id: str, shard: ShardPlan, spec: JobSpec, info: RunInfo, pool: ActorPool,
-                  redo_sources: list[str] | None = None) -> dict[str, Any]:
+                  redo_sources: list[str] | None = None,
+                  on_progress: Callable[[str, int], None] | None = None) -> dict[str, Any]:
     """Prefect task: restore shard ``shard_id`` and commit its manifest; returns its counts."""
-    return run_shard(shard, spec, info, pool, redo_sources)
+    return run_shard(shard, spec, info, pool, redo_sources, on_progress)

@@ -11,17 +11,21 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from restora_core.runtime import Precision
+from restora_core.samplers import METHODS, get_method, methods_for_task, params_dict
+
+from .readers import reader_names
 
 Task = Literal["inpaint", "box", "random", "superres", "denoise"]
 SizePolicy = Literal["error", "resize", "center-crop"]
-InputFormat = Literal["auto", "images", "parquet"]
 InputKind = Literal["observed", "clean"]
 
 # Fields that change the restored pixels or the manifest rows; batch size, pool size and the
 # like do not (each image's noise comes from image_seed(seed, id)), so they stay out of the hash.
-# Precision is hashed as resolved, with the device kind, in config_hash's arguments.
-_HASHED_FIELDS = ("task", "task_params", "method", "steps", "corrections", "seed", "prior",
-                  "prior_preset", "size_policy", "max_pixels", "inputs", "lpips_weights")
+# The method's parameters enter resolved (task defaults filled in), so changing a published
+# default in the registry invalidates committed shards. Precision enters as resolved, with the
+# device kind, through config_hash's arguments.
+_HASHED_FIELDS = ("task", "task_params", "method", "seed", "prior", "prior_preset", "size_policy",
+                  "max_pixels", "inputs", "lpips_weights")
 
 
 class JobSpecError(ValueError):
@@ -36,12 +40,16 @@ class JobSpec(BaseModel):
     input_uri: str = Field(description="folder/prefix of images, or of Parquet shards (fsspec URI)")
     output_uri: str = Field(description="folder/prefix for images/, manifests/, plan/, summary.json")
     masks_uri: str | None = Field(None, description="prefix of masks with the images' relative paths")
-    input_format: InputFormat = "auto"
+    input_format: str = Field("auto", description="auto, or a format registered in tasks.readers")
     task: Task = "inpaint"
     task_params: dict[str, Any] = Field(default_factory=dict)
-    method: str = "restora_flow"
-    steps: int = Field(64, ge=1, le=10_000)
-    corrections: int = Field(1, ge=0, le=100)
+    method: str = Field("restora_flow", description="a method of `restora methods`")
+    method_params: dict[str, Any] = Field(
+        default_factory=dict, description="the method's parameters (see `restora methods`); "
+        "unset ones take the task's published defaults")
+    steps: int | None = Field(None, ge=1, le=10_000, description="shorthand for method_params.steps")
+    corrections: int | None = Field(None, ge=0, le=100,
+                                    description="shorthand for method_params.corrections")
     seed: int = Field(0, ge=0)
     prior: str = "digits32"
     prior_preset: str | None = None
@@ -74,26 +82,58 @@ class JobSpec(BaseModel):
             raise ValueError("must not be empty")
         return value.rstrip("/") if len(value) > 1 else value
 
-    @field_validator("task_params")
+    @field_validator("input_format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value != "auto" and value not in reader_names():
+            raise ValueError(f"unknown input format '{value}'; expected auto or one of "
+                             f"{', '.join(reader_names())}")
+        return value
+
+    @field_validator("task_params", "method_params")
     @classmethod
     def _json_params(cls, value: dict[str, Any]) -> dict[str, Any]:
         try:
             json.dumps(value, sort_keys=True)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"task_params must be JSON values: {exc}") from exc
+            raise ValueError(f"must be JSON values: {exc}") from exc
         return value
 
     @model_validator(mode="after")
     def _coherent(self) -> JobSpec:
         if self.masks_uri and self.task != "inpaint":
             raise ValueError(f"masks_uri is only used by task 'inpaint', not '{self.task}'")
-        if self.task == "denoise" and self.method != "restora_flow_denoise":
-            raise ValueError("task 'denoise' needs method 'restora_flow_denoise'")
-        if self.task != "denoise" and self.method == "restora_flow_denoise":
-            raise ValueError(f"method 'restora_flow_denoise' is for task 'denoise', not '{self.task}'")
+        if self.method not in METHODS:
+            raise ValueError(f"method: unknown method '{self.method}'; expected one of {METHODS}")
+        if self.task not in get_method(self.method).tasks:
+            raise ValueError(f"method '{self.method}' does not do task '{self.task}'; methods "
+                             f"for '{self.task}': {list(methods_for_task(self.task))}")
+        self.resolved_params  # noqa: B018 - validates the parameters against the method
         if self.input_uri == self.output_uri:
             raise ValueError("output_uri must differ from input_uri")
         return self
+
+    @property
+    def requested_params(self) -> dict[str, Any]:
+        """The method parameters the spec sets: ``method_params`` plus the shorthands."""
+        params = dict(self.method_params)
+        for name in ("steps", "corrections"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if params.get(name, value) != value:
+                raise ValueError(f"{name}: {value} contradicts method_params.{name} = {params[name]}")
+            params[name] = value
+        return params
+
+    @property
+    def resolved_params(self) -> dict[str, Any]:
+        """Every parameter of the method as it will run: the task's defaults plus the spec's."""
+        try:
+            chosen = get_method(self.method).make_params(self.task, self.requested_params)
+        except ValueError as exc:
+            raise ValueError(f"method_params: {exc}") from None
+        return params_dict(chosen)
 
     @property
     def uses_references(self) -> bool:
@@ -105,7 +145,8 @@ class JobSpec(BaseModel):
         device kind the actors run on (cpu/cuda) and the precision ``auto`` resolved to there:
         a CPU rerun of a GPU job (fp32 vs bf16 pixels) must not take the GPU's shards as done."""
         payload: dict[str, Any] = {name: getattr(self, name) for name in _HASHED_FIELDS}
-        payload.update(model_id=model_id, device=device, precision=precision)
+        payload.update(method_params=self.resolved_params, model_id=model_id, device=device,
+                       precision=precision)
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -123,7 +164,7 @@ def parse_spec(data: dict[str, Any]) -> JobSpec:
         problems = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "spec"
-            problems.append(f"{where}: {err['msg']}")
+            problems.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
         raise JobSpecError("invalid job spec: " + "; ".join(problems)) from None
 
 

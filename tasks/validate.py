@@ -27,13 +27,11 @@ def _check_location(uri: str, field: str, storage_options: dict[str, Any], must_
 
 
 def validate_job(spec: JobSpec, device: str = "cpu") -> RunInfo:
-    """Check storage, method and prior; return the RunInfo resolved for actors on ``device``
-    (``cpu`` or ``cuda``: ``tasks.pool.actor_device``) or raise one JobSpecError."""
-    from restora_core import METHODS, load_prior
+    """Check storage and prior (the spec checked the method); return the RunInfo resolved for
+    actors on ``device`` (``cpu`` or ``cuda``: ``tasks.pool.actor_device``) or one JobSpecError."""
+    from restora_core import load_prior
     from restora_core.runtime import resolve_precision
 
-    if spec.method not in METHODS:
-        raise JobSpecError(f"method: unknown method '{spec.method}'; expected one of {METHODS}")
     _check_location(spec.input_uri, "input_uri", spec.storage_options, must_exist=True)
     if spec.masks_uri:
         _check_location(spec.masks_uri, "masks_uri", spec.storage_options, must_exist=True)

@@ -25,11 +25,13 @@ from restora_core.runtime import RuntimeConfig
 from restora_core.seeding import image_seed
 
 from .batch_io import object_array
+from .manifest import params_json
 from .spec import JobSpec, RunInfo
 
 METRIC_COLUMNS = ("known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips")
 # Per-row outputs of the sampler (None where an image was not restored).
-_USED_COLUMNS = ("restored", "observed", "obs_mask", "nfe", "steps", "corrections", "method_params")
+_USED_COLUMNS = ("restored", "observed", "obs_mask", "reference", "nfe", "steps", "corrections",
+                 "method_params")
 
 
 def _node_id() -> str:
@@ -88,11 +90,11 @@ class RestoreWorker:
         kwargs: dict[str, Any] = {}
         if obs[0].sigma is not None:
             kwargs["sigma"] = obs[0].sigma
-        result = restore(self.prior, y, mask, method=self.spec.method, steps=self.spec.steps,
-                         corrections=self.spec.corrections,
-                         seed=[int(batch["seed"][i]) for i in rows], **kwargs)
+        result = restore(self.prior, y, mask, method=self.spec.method, task=self.spec.task,
+                         seed=[int(batch["seed"][i]) for i in rows], **kwargs,
+                         **self.spec.resolved_params)
         x = result.images.float().cpu()
-        settings = json.dumps(result.settings, sort_keys=True, separators=(",", ":"))
+        ran = params_json(result.params)
         y_cpu = y.float().cpu()
         m_cpu = None if mask is None else mask.float().cpu()
         metrics = {"known_fraction": (torch.ones(len(rows)) if m_cpu is None
@@ -115,10 +117,12 @@ class RestoreWorker:
             out["nfe"][i] = result.nfe
             out["steps"][i] = result.steps
             out["corrections"][i] = result.corrections
-            out["method_params"][i] = settings
-            if self.spec.save_inputs:
+            out["method_params"][i] = ran
+            if self.spec.save_inputs or batch["preview"][i]:
                 out["observed"][i] = y_cpu[k].numpy()
                 out["obs_mask"][i] = None if m_cpu is None else m_cpu[k].numpy()
+            if batch["preview"][i] and self.spec.uses_references:
+                out["reference"][i] = batch["image"][i]
             for name, values in metrics.items():
                 value = float(values.reshape(-1)[k])
                 out[name][i] = value if np.isfinite(value) else np.nan

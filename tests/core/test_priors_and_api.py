@@ -8,6 +8,8 @@ import torch
 from restora_core import load_prior, restore, save_prior
 from restora_core.models import build_model
 
+from .analytic import ConstantImagePrior
+
 TINY = {"input_channels": 1, "input_height": 16, "ch": 32, "ch_mult": (1, 2), "num_res_blocks": 1,
         "attn_resolutions": (8,), "resamp_with_conv": True}
 
@@ -120,3 +122,15 @@ def test_result_reports_evaluations_used(tiny_prior_path):
     assert restore(prior, y, m, steps=8, corrections=1).nfe == 8 + 2 * 7
     assert restore(prior, y, m, method="mask_ode", steps=8).nfe == 8
     assert restore(prior, y, None, method="restora_flow_denoise", steps=64, sigma=0.2).nfe == 13
+
+
+def test_task_picks_the_published_defaults_and_unknown_parameters_are_named():
+    field = ConstantImagePrior()
+    y, m = torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8)
+    result = restore(field, y, m, method="ot_ode", task="box", steps=10)
+    assert result.params == {"steps": 10, "t0": 0.1, "gamma": "gamma_t"} and result.nfe == 9
+    assert restore(field, y, None, method="pnp_flow", task="denoise", steps=2).params["alpha"] == 0.8
+    with pytest.raises(ValueError, match="method 'ot_ode' has no parameter 'corrections'"):
+        restore(field, y, m, method="ot_ode", corrections=1)
+    with pytest.raises(ValueError, match="does not do task 'denoise'"):
+        restore(field, y, None, method="restora_flow", task="denoise")

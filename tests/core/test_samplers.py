@@ -15,13 +15,13 @@ def _constant_batch(values, size=16):
     return torch.tensor(values).view(-1, 1, 1, 1).expand(-1, 1, size, size).clone()
 
 
-@pytest.mark.parametrize("method", ["restora_flow", "mask_ode", "ot_ode", "pnp_flow"])
+@pytest.mark.parametrize("method", ["restora_flow", "mask_ode", "ot_ode", "pnp_flow", "flower"])
 def test_hole_is_filled_with_the_value_the_known_pixels_imply(method):
     # Constant images: the only consistent fill of the hole is the constant seen around it.
     clean = _constant_batch([0.6, -0.4, 0.1])
     mask = box_mask(3, 16, 16, (4, 4, 8, 8))
     prior = ConstantImagePrior(a=0.5, s=0.02)
-    steps = {"restora_flow": 32, "mask_ode": 32, "ot_ode": 50, "pnp_flow": 50}[method]
+    steps = {"restora_flow": 32, "mask_ode": 32, "ot_ode": 50, "pnp_flow": 50, "flower": 50}[method]
     out = restore(prior, clean * mask, mask, method=method, steps=steps, seed=1).images
     hole = mask.expand_as(out) == 0
     err_hole = (out - clean)[hole].abs().mean().item()

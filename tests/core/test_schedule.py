@@ -5,7 +5,13 @@ from itertools import pairwise
 import pytest
 
 from restora_core.restore import method_nfe
-from restora_core.schedule import correction_levels, correction_schedule, euler_grid
+from restora_core.schedule import (
+    correction_levels,
+    correction_schedule,
+    euler_grid,
+    gamma_t,
+    start_index,
+)
 
 
 def test_levels_for_four_steps_match_the_paper_walk():
@@ -36,6 +42,23 @@ def test_paper_nfe_counts():
     assert len(correction_schedule(64, 1)) == 190
     assert method_nfe("restora_flow", 64, 1) == 190
     assert method_nfe("restora_flow_denoise", 64, sigma=0.2) == 13
+
+
+def test_published_baseline_costs_at_their_box_settings():
+    # OT-ODE starts at t0 = 0.1 on a 100-step grid: 90 evaluations; PnP-Flow averages 5 draws.
+    assert method_nfe("ot_ode", task="box") == 90
+    assert method_nfe("ot_ode", 100, task="denoise") == 70
+    assert method_nfe("ot_ode", 4, task="box") == 3  # never starts at t = 0
+    assert method_nfe("pnp_flow", 100, task="box") == 500
+    assert method_nfe("flower", task="box") == 100
+    assert method_nfe("restora_flow", task="random") == 128 + 2 * 127
+
+
+def test_gamma_t_is_the_published_weight():
+    assert gamma_t(0.5) == pytest.approx(1.0)
+    assert gamma_t(0.1) == pytest.approx((0.1 / (0.01 + 0.81)) ** 0.5)
+    assert gamma_t(1.0) == pytest.approx(1.0)
+    assert start_index(100, 0.29) == 29 and start_index(100, 0.1) == 10
 
 
 def test_bad_schedule_arguments_are_refused():

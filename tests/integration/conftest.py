@@ -208,6 +208,14 @@ def gray_images(n: int, size: int = 16, seed: int = 0) -> list[np.ndarray]:
     return out
 
 
+def image_folder(path: Path, n: int, seed: int = 0) -> Path:
+    """A folder ``path`` of ``n`` gray PNGs ``img0.png``... (made here); returns it."""
+    path.mkdir(parents=True)
+    for i, img in enumerate(gray_images(n, seed=seed)):
+        (path / f"img{i}.png").write_bytes(png(img))
+    return path
+
+
 def png(array: np.ndarray) -> bytes:
     """PNG bytes of an array."""
     import io

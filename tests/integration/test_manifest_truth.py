@@ -9,28 +9,26 @@ import pyarrow.parquet as pq
 import pytest
 
 from restora_core import method_nfe
+from restora_core.samplers import get_method, params_dict
 from tasks.manifest import MANIFEST_COLUMNS, SCHEMA_VERSION, committed_manifest
 from tasks.spec import JobSpec
 
-from .conftest import gray_images, png
+from .conftest import image_folder
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 
-# What each sampler runs with when given steps=4, corrections=1 (only restora_flow corrects).
-USED = {"restora_flow": (1, {"paste_known": False}), "mask_ode": (0, {"paste_known": False}),
-        "ot_ode": (0, {"t0": 0.2, "sigma_y": 0.01}), "pnp_flow": (0, {"alpha": 0.5})}
+# Corrections each sampler runs with (only restora_flow corrects; 1 is its box default).
+CORRECTIONS = {"restora_flow": 1, "mask_ode": 0, "ot_ode": 0, "pnp_flow": 0}
 
 
 def test_manifest_rows_record_the_settings_each_sampler_used(pipeline, tmp_path, tiny_prior):
-    src = tmp_path / "in"
-    src.mkdir()
-    for i, img in enumerate(gray_images(3, seed=11)):
-        (src / f"img{i}.png").write_bytes(png(img))
+    src = image_folder(tmp_path / "in", 3, seed=11)
     (src / "broken.png").write_bytes(b"not a png")
-    for method, (corrections, params) in USED.items():
+    for method, corrections in CORRECTIONS.items():
         out = tmp_path / method
         spec = JobSpec(input_uri=str(src), output_uri=str(out), task="box", prior=tiny_prior,
-                       method=method, steps=4, corrections=1, batch_size=4, num_actors=1)
+                       method=method, steps=4, batch_size=4, num_actors=1)
+        params = params_dict(get_method(method).make_params("box", {"steps": 4}))
         summary = pipeline(spec=spec)
         assert summary["images"] == {"total": 4, "ok": 3, "error": 1}, method
         table = pq.read_table(out / "manifests")
@@ -38,7 +36,7 @@ def test_manifest_rows_record_the_settings_each_sampler_used(pipeline, tmp_path,
         for i in range(3):
             row = rows[f"img{i}"]
             assert (row["steps"], row["corrections"]) == (4, corrections), method
-            assert row["nfe"] == method_nfe(method, 4, corrections), method
+            assert row["nfe"] == method_nfe(method, steps=4, task="box"), method
             assert json.loads(row["method_params"]) == params, method
         broken = rows["broken"]  # never restored: no sampler settings to report
         assert broken["status"] == "error"
@@ -53,10 +51,7 @@ def test_manifest_rows_record_the_settings_each_sampler_used(pipeline, tmp_path,
 
 def test_a_rerun_over_an_older_schema_reruns_that_shard_and_keeps_the_others(pipeline, tmp_path,
                                                                               tiny_prior):
-    src = tmp_path / "in"
-    src.mkdir()
-    for i, img in enumerate(gray_images(4, seed=12)):
-        (src / f"img{i}.png").write_bytes(png(img))
+    src = image_folder(tmp_path / "in", 4, seed=12)
     spec = JobSpec(input_uri=str(src), output_uri=str(tmp_path / "out"), task="box",
                    prior=tiny_prior, steps=4, shard_size=2, batch_size=2, num_actors=1)
     pipeline(spec=spec)

@@ -217,3 +217,158 @@ def test_same_image_same_pixels_whatever_the_batching(pipeline, tmp_path, tiny_p
         a = (tmp_path / "a" / "images" / f"img{i}.png").read_bytes()
         b = (tmp_path / "b" / "images" / f"img{i}.png").read_bytes()
         assert a == b
+
+
+def test_webdataset_tar_shards_on_s3_are_restored_end_to_end(pipeline, s3, tiny_prior):
+    from pipeline.shards import img2dataset_members, tar_bytes
+
+    fs, options, bucket = s3
+    images = gray_images(7, seed=5)
+    hole = np.full((16, 16), 255, np.uint8)
+    hole[4:12, 4:12] = 0
+    fs.pipe(f"{bucket}/wds/00000.tar",
+            tar_bytes(img2dataset_members(images[:4], 0, masks=[hole] * 4)))
+    fs.pipe(f"{bucket}/wds/00001.tar",
+            tar_bytes(img2dataset_members(images[4:], 1, masks=[hole] * 3)))
+    # img2dataset's per-shard metadata sits beside the tars.
+    fs.pipe(f"{bucket}/wds/00000.parquet", b"PAR1")
+    fs.pipe(f"{bucket}/wds/00000_stats.json", b"{}")
+    spec = JobSpec(input_uri=f"s3://{bucket}/wds", output_uri=f"s3://{bucket}/out",
+                   task="inpaint", prior=tiny_prior, storage_options=options, **FAST)
+
+    summary = pipeline(spec=spec)
+
+    assert summary["images"] == {"total": 7, "ok": 7, "error": 0}
+    assert summary["shards"]["total"] == 2
+    table = _read_manifests(fs, f"{bucket}/out").to_pandas().set_index("id")
+    assert set(table["status"]) == {"ok"}
+    assert sorted(table.index) == [f"00000/00000000{i}" for i in range(4)] + [
+        f"00001/00001000{i}" for i in range(3)]
+    row = table.loc["00001/000010002"]
+    assert row["source_uri"] == f"s3://{bucket}/wds/00001.tar#000010002.png"
+    assert row["mask_uri"] == f"s3://{bucket}/wds/00001.tar#000010002.mask.png"
+    assert row["known_fraction"] == pytest.approx(0.75)
+    assert row["output_uri"] == f"s3://{bucket}/out/images/00001/000010002.png"
+    fs.invalidate_cache()
+    out = np.asarray(Image.open(io.BytesIO(fs.cat(f"{bucket}/out/images/00001/000010002.png"))))
+    known = hole > 0
+    assert out.shape == (16, 16)
+    assert np.abs(out[known].astype(float) - images[6][known]).mean() < 40
+
+    # The second tar leaves the input: --overwrite leaves none of its outputs on S3.
+    fs.rm(f"{bucket}/wds/00001.tar")
+    again = pipeline(spec=spec, overwrite=True)
+    assert again["images"] == {"total": 4, "ok": 4, "error": 0}
+    fs.invalidate_cache()
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.find(f"{bucket}/out/manifests")) == [
+        "shard-00000.parquet"]
+    assert [p.split("/out/images/", 1)[1] for p in sorted(fs.find(f"{bucket}/out/images"))] == [
+        f"00000/00000000{i}.png" for i in range(4)]
+    assert not fs.exists(f"{bucket}/out/plan/shard-00001.json")
+
+
+def _artifacts(flow_run_id: str) -> dict[str, object]:
+    """The latest artifact of each key that a flow run created (read back from Prefect's API)."""
+    import asyncio
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+
+    return {a.key: a for a in asyncio.run(read())}
+
+
+def test_progress_artifact_counts_images_and_the_preview_shows_degraded_restored_reference(
+        pipeline, tmp_path, tiny_prior):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, img in enumerate(gray_images(10, seed=6)):
+        (src / f"img{i}.png").write_bytes(png(img))
+    spec = JobSpec(input_uri=str(src), output_uri=str(tmp_path / "out"), task="box",
+                   inputs="clean", prior=tiny_prior, shard_size=6, **FAST)
+
+    summary = pipeline(spec=spec)
+
+    artifacts = _artifacts(summary["flow_run_id"])
+    progress = artifacts["restora-progress"]
+    assert progress.data == pytest.approx(100.0)
+    assert progress.description.startswith("10/10 images (100.0%), ")
+    assert "images/s" in progress.description and progress.description.endswith(", done")
+    samples = artifacts["restora-samples"]
+    assert "Columns: degraded input | restored | reference" in samples.data
+    grid = Image.open(tmp_path / "out" / "preview.png")
+    # Four samples (4 of shard 0's first batch), three 64-px tiles each with 4-px gaps.
+    assert grid.size == (3 * 64 + 2 * 4, 4 * 64 + 3 * 4)
+    strip = np.asarray(grid.convert("L"))[:64]
+    degraded, restored, reference = strip[:, :64], strip[:, 68:132], strip[:, 136:200]
+    box = slice(24, 40)  # inside the centred box of 5/16 of 16 px, scaled by 4
+
+    def gap(a, b):
+        return np.abs(a.astype(float) - b).mean()
+
+    # Outside the box the degraded input is the reference plus the small observation noise.
+    assert gap(degraded[:16], reference[:16]) < 4
+    assert gap(degraded[box, box], reference[box, box]) > 3 * gap(degraded[:16], reference[:16])
+    assert gap(restored[:16], reference[:16]) < 40
+
+
+def test_run_shard_reports_after_every_batch(ray_local, tmp_path, tiny_prior):
+    from tasks.planning import make_plan
+    from tasks.pool import ActorPool
+    from tasks.shard import run_shard
+    from tasks.validate import validate_job
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, img in enumerate(gray_images(10, seed=7)):
+        (src / f"img{i}.png").write_bytes(png(img))
+    spec = JobSpec(input_uri=str(src), output_uri=str(tmp_path / "out"), task="box",
+                   prior=tiny_prior, steps=2, batch_size=3, num_actors=1, max_inflight_batches=1)
+    info = validate_job(spec)
+    (shard,) = make_plan(spec).shards
+    reports: list[tuple[str, int]] = []
+    pool = ActorPool(spec, info)
+    try:
+        result = run_shard(shard, spec, info, pool, on_progress=lambda s, n: reports.append((s, n)))
+    finally:
+        pool.shutdown()
+
+    assert result["processed"] == 10
+    assert reports == [("shard-00000", n) for n in (0, 3, 6, 9, 10)]
+
+
+def test_overwrite_removes_outputs_of_shards_that_left_the_plan(pipeline, tmp_path, tiny_prior):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    images = gray_images(9, seed=8)
+    for i, img in enumerate(images):
+        (src / ("sub" if i >= 6 else "") / f"img{i}.png").write_bytes(png(img))
+    out = tmp_path / "out"
+    (out).mkdir()
+    (out / "README.txt").write_text("not Restora's")
+    spec = JobSpec(input_uri=str(src), output_uri=str(out), task="box", prior=tiny_prior,
+                   shard_size=4, save_inputs=True, **FAST)
+    first = pipeline(spec=spec)
+    assert first["shards"]["total"] == 3 and (out / "images" / "sub" / "img8.png").exists()
+
+    for i in range(4, 9):  # the input shrinks to one shard
+        (src / ("sub" if i >= 6 else "") / f"img{i}.png").unlink()
+    second = pipeline(spec=spec, overwrite=True)
+
+    assert second["images"] == {"total": 4, "ok": 4, "error": 0}
+
+    def files(folder: str) -> list[str]:
+        root = out / folder
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+    kept = [f"img{i}.png" for i in range(4)]
+    assert files("images") == kept and files("inputs") == kept
+    assert files("manifests") == ["shard-00000.parquet"]
+    assert files("plan") == ["plan.json", "shard-00000.json"]
+    assert files("preview") == [f"shard-00000/{i:02d}.png" for i in range(4)]
+    assert not (out / "images" / "sub").exists()  # no empty folders left behind
+    assert (out / "README.txt").read_text() == "not Restora's"

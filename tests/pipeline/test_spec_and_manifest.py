@@ -24,6 +24,7 @@ from tasks.summary import error_cause, markdown_summary, summarize
 from tasks.validate import validate_job
 
 BASE = {"input_uri": "/in", "output_uri": "/out", "task": "box"}
+ON_CPU = ("m", "cpu", "fp32")  # config_hash's model id, device kind and resolved precision
 
 
 def test_unknown_task_fails_with_one_message_naming_the_field():
@@ -41,9 +42,9 @@ def test_unknown_field_and_bad_numbers_are_refused():
 
 def test_config_hash_ignores_throughput_knobs_but_not_results():
     a = parse_spec(BASE)
-    h = a.config_hash("m", "cpu", "fp32")
-    assert h == parse_spec({**BASE, "batch_size": 3, "num_actors": 4}).config_hash("m", "cpu", "fp32")
-    assert h != parse_spec({**BASE, "steps": 8}).config_hash("m", "cpu", "fp32")
+    h = a.config_hash(*ON_CPU)
+    assert h == parse_spec({**BASE, "batch_size": 3, "num_actors": 4}).config_hash(*ON_CPU)
+    assert h != parse_spec({**BASE, "steps": 8}).config_hash(*ON_CPU)
     assert h != a.config_hash("other-weights", "cpu", "fp32")
 
 
@@ -74,9 +75,9 @@ def _row(i: int, status: str = "ok") -> dict:
             "status": status, "error": None if status == "ok" else "truncated: half a file",
             "task": "box", "task_params": "{}", "method": "restora_flow",
             "steps": 4 if status == "ok" else None, "corrections": 1 if status == "ok" else None,
-            "nfe": 10 if status == "ok" else None,
-            "method_params": '{"paste_known":false}' if status == "ok" else None,
-            "seed": 2**62 + i,
+            "method_params": ('{"corrections":1,"paste_known":false,"steps":4}'
+                              if status == "ok" else None),
+            "nfe": 10 if status == "ok" else None, "seed": 2**62 + i,
             "model_id": "abc", "config_hash": "h", "width": 16, "height": 16,
             "known_fraction": 0.9, "consistency": 0.01, "psnr": 20.0 + i, "ssim": 0.5,
             "psnr_hole": float("nan"), "lpips": None, "seconds": 0.5, "worker_node": "n1",
@@ -126,11 +127,13 @@ def test_a_manifest_of_an_older_schema_is_read_back_in_the_current_one(tmp_path)
     assert summary["images"] == {"total": 2, "ok": 1, "error": 1}
 
 
-def test_a_manifest_of_a_newer_schema_is_refused_with_a_message(tmp_path):
+def test_a_manifest_of_a_newer_schema_is_read_only_where_it_has_the_columns(tmp_path):
     uri = str(tmp_path / "shard-00000.parquet")
-    table = rows_to_table({k: [_row(0)[k]] for k in MANIFEST_COLUMNS})
+    table = rows_to_table({k: [_row(0)[k]] for k in MANIFEST_COLUMNS}).drop_columns(["seconds"])
     pq.write_table(table.replace_schema_metadata({b"restora.schema_version": b"99"}), uri)
-    with pytest.raises(ManifestVersionError, match="schema version 99, newer than"):
+    assert read_manifest(uri, columns=["output_uri"])["output_uri"].to_pylist() == [
+        "/out/images/img0.png"]  # what --overwrite's clean-up needs
+    with pytest.raises(ManifestVersionError, match=r"schema version 99, newer .* lacks \['seconds'\]"):
         read_manifest(uri)
 
 
@@ -167,9 +170,8 @@ def test_a_rerun_reruns_shards_of_an_older_schema_and_refuses_newer_ones(tmp_pat
 def test_schema_is_exactly_the_documented_columns():
     assert MANIFEST_SCHEMA.names == [
         "id", "source_uri", "mask_uri", "output_uri", "status", "error", "task", "task_params",
-        "method", "steps", "corrections", "nfe", "method_params", "seed", "model_id",
-        "config_hash", "width",
-        "height", "known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips",
+        "method", "steps", "corrections", "method_params", "nfe", "seed", "model_id", "config_hash",
+        "width", "height", "known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips",
         "seconds", "worker_node", "device", "start_time", "end_time"]
 
 
@@ -220,3 +222,60 @@ def test_actor_pool_that_would_take_every_cpu_is_refused_with_the_numbers():
     ok = actor_resources(spec.model_copy(update={"cpus_per_actor": 0.5}), {"CPU": 2.0})
     assert ok.num_cpus == 0.5 and ok.num_gpus == 0.0
     assert actor_resources(spec, {"CPU": 8.0, "GPU": 2.0}).num_gpus == 1.0
+
+
+def test_method_params_are_checked_against_the_method_with_the_name_in_the_message():
+    with pytest.raises(JobSpecError, match="method 'ot_ode' has no parameter 'corrections'"):
+        parse_spec({**BASE, "method": "ot_ode", "method_params": {"corrections": 1}})
+    with pytest.raises(JobSpecError, match="t0 must be < 1.0"):
+        parse_spec({**BASE, "method": "ot_ode", "method_params": {"t0": 1.5}})
+    with pytest.raises(JobSpecError, match="averages must be an integer"):
+        parse_spec({**BASE, "method": "pnp_flow", "method_params": {"averages": "five"}})
+    with pytest.raises(JobSpecError, match="does not do task 'denoise'.*restora_flow_denoise"):
+        parse_spec({**BASE, "task": "denoise"})
+    with pytest.raises(JobSpecError, match="contradicts method_params.steps"):
+        parse_spec({**BASE, "steps": 8, "method_params": {"steps": 9}})
+
+
+def test_unset_method_params_resolve_to_the_tasks_published_defaults():
+    assert parse_spec({**BASE, "method": "ot_ode"}).resolved_params == {
+        "steps": 100, "t0": 0.1, "gamma": "gamma_t"}
+    assert parse_spec({**BASE, "task": "random", "method": "pnp_flow"}).resolved_params["alpha"] == 0.01
+    assert parse_spec({**BASE, "task": "random"}).resolved_params["steps"] == 128
+    spec = parse_spec({**BASE, "method": "pnp_flow", "task": "denoise", "steps": 7})
+    assert spec.resolved_params == {"steps": 7, "alpha": 0.8, "lr": 1.0, "averages": 5}
+
+
+def test_config_hash_follows_the_parameters_that_run_not_how_they_were_written():
+    base = parse_spec({**BASE, "method": "ot_ode"})
+    same = parse_spec({**BASE, "method": "ot_ode", "method_params": {"t0": 0.1, "steps": 100}})
+    assert base.config_hash(*ON_CPU) == same.config_hash(*ON_CPU)
+    other = parse_spec({**BASE, "method": "ot_ode", "method_params": {"gamma": "constant"}})
+    assert base.config_hash(*ON_CPU) != other.config_hash(*ON_CPU)
+    assert parse_spec({**BASE, "steps": 64}).config_hash(*ON_CPU) == parse_spec(BASE).config_hash(*ON_CPU)
+
+
+def test_cli_method_param_flags_reach_the_spec():
+    from flows.cli import build_parser, spec_from_args
+
+    args = build_parser().parse_args([
+        "restore", "--input", "/in", "--output", "/out", "--task", "box", "--method", "ot_ode",
+        "--method-param", "t0=0.3", "--method-param", "gamma=constant", "--steps", "50"])
+    spec = spec_from_args(args)
+    assert spec.method_params == {"t0": 0.3, "gamma": "constant"}
+    assert spec.resolved_params == {"steps": 50, "t0": 0.3, "gamma": "constant"}
+
+
+def test_methods_listing_shows_every_method_with_task_defaults_cost_and_sources(capsys):
+    from flows.cli import describe_methods, main
+    from restora_core import METHODS
+
+    listed = {m["method"]: m for m in describe_methods()}
+    assert set(listed) == set(METHODS) and {"flower", "ot_ode", "pnp_flow"} <= set(listed)
+    assert listed["ot_ode"]["tasks"]["box"]["nfe"] == 90
+    assert listed["pnp_flow"]["tasks"]["box"]["nfe"] == 500
+    assert listed["restora_flow"]["tasks"]["random"]["params"]["steps"] == 128
+    assert all(info["source"] for m in listed.values() for info in m["tasks"].values())
+    assert main(["methods", "--task", "denoise"]) == 0
+    out = capsys.readouterr().out
+    assert "restora_flow_denoise" in out and "mask_ode" not in out and "t0=0.3" in out

@@ -1,0 +1,73 @@
+"""``--overwrite``: remove what earlier runs committed under an output, so nothing is orphaned.
+
+Only what Restora wrote goes: every manifest under ``manifests/``, the images/inputs/masks its
+rows name, and the ``plan/`` and ``preview/`` folders, ``summary.json`` and ``preview.png``.
+Other files under the output prefix stay. Each manifest (the commit marker) is deleted before
+the files it names, so an interrupted clean-up never leaves a manifest pointing at missing
+images.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from .manifest import manifest_dir, read_manifest
+from .storage import full_uri, is_object_store, join, list_files, open_fs
+
+# Folders that hold one file per restored image, at the image's relative output path.
+_IMAGE_TREES = ("images", "inputs", "masks")
+_RUN_FOLDERS = ("plan", "preview")
+_RUN_FILES = ("summary.json", "preview.png")
+
+
+def _remove(fs: Any, paths: list[str]) -> None:
+    """Delete files, ignoring those already gone."""
+    if not paths:
+        return
+    if is_object_store(fs):
+        fs.rm(paths)  # one bulk request per 1000 keys; missing keys are not an error on S3
+        return
+    for path in paths:
+        try:
+            fs.rm_file(path)
+        except FileNotFoundError:
+            pass
+
+
+def _prune_empty_folders(fs: Any, root: str) -> None:
+    """Remove empty folders left under ``root`` (only file systems have folders)."""
+    if is_object_store(fs) or not fs.exists(root):
+        return
+    folders = {p.rstrip("/") for p in fs.find(root, withdirs=True) if fs.isdir(p)}
+    folders.add(root.rstrip("/"))
+    for folder in sorted(folders, key=lambda p: p.count("/"), reverse=True):  # deepest first
+        if not fs.ls(folder):
+            fs.rmdir(folder)
+
+
+def remove_previous_outputs(output_uri: str, storage_options: dict[str, Any] | None = None
+                            ) -> dict[str, int]:
+    """Delete every committed output of earlier runs under ``output_uri``; return counts."""
+    fs, root = open_fs(output_uri, storage_options)
+    if not fs.exists(root):
+        return {"manifests": 0, "files": 0}
+    images_prefix = join(output_uri, "images") + "/"
+    mfs, mroot = open_fs(manifest_dir(output_uri), storage_options)
+    manifests = [posixpath.join(mroot, rel) for rel in list_files(mfs, mroot, (".parquet",))]
+    removed_files = 0
+    for path in manifests:
+        outputs = read_manifest(full_uri(mfs, path), storage_options,
+                                columns=["output_uri"])["output_uri"].to_pylist()
+        rels = [u[len(images_prefix):] for u in outputs if u and u.startswith(images_prefix)]
+        mfs.rm_file(path)
+        targets = [posixpath.join(root, tree, rel) for rel in rels for tree in _IMAGE_TREES]
+        _remove(fs, targets)
+        removed_files += len(rels)
+    for folder in _RUN_FOLDERS:
+        if fs.exists(posixpath.join(root, folder)):
+            fs.rm(posixpath.join(root, folder), recursive=True)
+    _remove(fs, [posixpath.join(root, name) for name in _RUN_FILES])
+    for tree in (*_IMAGE_TREES, "manifests"):
+        _prune_empty_folders(fs, posixpath.join(root, tree))
+    return {"manifests": len(manifests), "files": removed_files}
