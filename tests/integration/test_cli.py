@@ -110,6 +110,7 @@ def test_every_flag_explains_itself_and_choices_come_from_their_definitions():
     from flows.cli import build_parser
     from flows.train_prior import train_parser
     from restora_core import METHODS
+    from tasks.readers import reader_names
     from tasks.spec import field_choices
 
     actions = [*_all_actions(build_parser()), *_all_actions(train_parser(), "restora train")]
@@ -118,7 +119,8 @@ def test_every_flag_explains_itself_and_choices_come_from_their_definitions():
     assert not silent, f"flags without help text: {silent}"
     restore = {a.dest: a for where, a in actions if where == "restora restore"}
     assert restore["method"].choices == list(METHODS)
-    for dest in ("task", "size_policy", "precision", "input_format", "inputs"):
+    assert restore["input_format"].choices == ["auto", *reader_names()]
+    for dest in ("task", "size_policy", "precision", "inputs"):
         assert restore[dest].choices == field_choices(dest) and restore[dest].choices, dest
 
 
