@@ -42,8 +42,12 @@ def write_images(folder: Path, count: int, res: int, seed: int = 0) -> list[Path
     return paths
 
 
-def _spec_and_info(data: dict[str, Any], model_id: str, res: int):
+def _spec_and_info(data: dict[str, Any], model_id: str, res: int, device: str):
     """The JobSpec and RunInfo (validated when pydantic is present, else plain records)."""
+    from restora_core.runtime import RuntimeConfig, resolve_runtime
+    from restora_core.samplers import get_method, params_dict
+
+    precision = resolve_runtime(RuntimeConfig(precision=data["precision"]), device).precision
     try:
         from tasks.spec import RunInfo, parse_spec
     except ImportError:
@@ -51,13 +55,19 @@ def _spec_and_info(data: dict[str, Any], model_id: str, res: int):
                   "prior_preset": None, "size_policy": "error", "lpips_weights": None,
                   "save_inputs": False, "max_pixels": 50_000_000, "storage_options": {},
                   "uses_references": data["inputs"] == "clean", **data}
+        asked = {k: data[k] for k in ("steps", "corrections") if data.get(k) is not None}
+        asked.update(data.get("method_params", {}))
+        fields["resolved_params"] = params_dict(
+            get_method(data["method"]).make_params(data["task"], asked))
         spec = SimpleNamespace(**fields)
         info = SimpleNamespace(model_id=model_id, config_hash="benchmark", channels=3,
-                               resolution=res, input_resolution=lambda spec, params=None: res)
+                               resolution=res, device=device, precision=precision,
+                               input_resolution=lambda spec, params=None: res)
         return spec, info
     spec = parse_spec(data)
-    return spec, RunInfo(model_id=model_id, config_hash=spec.config_hash(model_id), channels=3,
-                         resolution=res)
+    config_hash = spec.config_hash(model_id, device, precision)
+    return spec, RunInfo(model_id=model_id, config_hash=config_hash, channels=3, resolution=res,
+                         device=device, precision=precision)
 
 
 def measure_pipeline(net: torch.nn.Module, arch: dict[str, Any], tmp: Path, *,
@@ -86,7 +96,7 @@ def measure_pipeline(net: torch.nn.Module, arch: dict[str, Any], tmp: Path, *,
             "task": "box", "inputs": "observed", "method": "restora_flow", "steps": steps,
             "corrections": 1, "seed": 0, "prior": str(prior_path), "batch_size": batch,
             "precision": "auto"}
-    spec, info = _spec_and_info(data, model_id, res)
+    spec, info = _spec_and_info(data, model_id, res, device.type)
     requests = [{"kind": "images", "shard_id": "bench",
                  "items": [{"id": p.stem, "source": str(p)} for p in paths[i:i + batch]]}
                 for i in range(0, len(paths), batch)]

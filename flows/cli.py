@@ -12,9 +12,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, get_args
-
-from restora_core.runtime import Precision
+from typing import Any
 
 _QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -59,57 +57,108 @@ def _pairs(items: list[str] | None, flag: str) -> dict[str, Any]:
     return out
 
 
-_SPEC_FLAGS = {  # flag dest -> JobSpec field
-    "input": "input_uri", "output": "output_uri", "masks": "masks_uri",
-    "input_format": "input_format", "task": "task", "method": "method", "steps": "steps",
-    "corrections": "corrections", "seed": "seed", "prior": "prior", "prior_preset": "prior_preset",
-    "size_policy": "size_policy", "inputs": "inputs", "batch_size": "batch_size",
-    "shard_size": "shard_size", "num_actors": "num_actors", "cpus_per_actor": "cpus_per_actor",
-    "gpus_per_actor": "gpus_per_actor", "max_pixels": "max_pixels",
-    "lpips_weights": "lpips_weights", "max_concurrent_shards": "max_concurrent_shards",
-    "precision": "precision",
+# flag dest -> (JobSpec field, metavar, help). The type, the default and the allowed values come
+# from JobSpec, the method registry (restora_core.METHODS) and the input readers
+# (tasks.readers), never typed again here.
+_SPEC_ARGS: dict[str, tuple[str, str | None, str]] = {
+    "input": ("input_uri", "URI", "folder/prefix of images, or of Parquet shards (any fsspec URI)"),
+    "output": ("output_uri", "URI",
+               "output folder/prefix: images/, manifests/, plan/, summary.json"),
+    "masks": ("masks_uri", "URI", ("prefix of masks with the images' relative paths "
+                                  "(pixel 0 = missing, non-zero = known); task inpaint only")),
+    "input_format": ("input_format", None, "how to read --input"),
+    "task": ("task", None, ("degradation to undo (inpaint takes --masks; README lists each "
+                           "task's --param)")),
+    "method": ("method", None, "restoration method (`restora methods` lists their parameters)"),
+    "steps": ("steps", "N", ("shorthand for --method-param steps=N (default: the method's "
+                            "published setting for the task)")),
+    "corrections": ("corrections", "C", ("shorthand for --method-param corrections=C "
+                                        "(restora_flow's corrections per step)")),
+    "seed": ("seed", "N", "run seed; each image's seed derives from it and the image id"),
+    "prior": ("prior", "NAME|URI",
+              "shipped prior name (digits32, photo32) or a .safetensors/.pt URI"),
+    "prior_preset": ("prior_preset", "PRESET", ("architecture of a checkpoint without a model "
+                                               "card (celeba128, afhq256, coco128)")),
+    "size_policy": ("size_policy", None, ("what to do with images whose size differs from the "
+                                         "prior's")),
+    "inputs": ("inputs", None, ("observed: already degraded; clean: degrade them and score "
+                               "(psnr, ssim, psnr_hole, lpips)")),
+    "batch_size": ("batch_size", "N", "images per network batch"),
+    "shard_size": ("shard_size", "N", "images per shard for image folders (the unit of resume)"),
+    "num_actors": ("num_actors", "N", "Ray actors, each holding the prior once"),
+    "cpus_per_actor": ("cpus_per_actor", "CPUS", "CPUs each actor reserves"),
+    "gpus_per_actor": ("gpus_per_actor", "GPUS",
+                       "GPUs each actor reserves (default: 1 if the cluster has GPUs, else 0)"),
+    "max_concurrent_shards": ("max_concurrent_shards", "N", "shards in flight at once"),
+    "max_pixels": ("max_pixels", "PIXELS", "decompression-bomb cap per image"),
+    "lpips_weights": ("lpips_weights", "FILE", ("LPIPS AlexNet .safetensors (make weights); "
+                                               "scores lpips with --inputs clean")),
+    "precision": ("precision", None,
+                  "network precision (auto: bf16 autocast on GPUs, fp32 on CPUs)"),
 }
+_SPEC_FLAGS = {dest: field for dest, (field, _, _) in _SPEC_ARGS.items()}
+_FIELD_FLAGS = {field: "--" + dest.replace("_", "-") for dest, field in _SPEC_FLAGS.items()}
+
+
+def _flag_settings(field: str) -> dict[str, Any]:
+    """type, choices and the default's help suffix of a JobSpec field's flag, from JobSpec."""
+    import typing
+
+    from restora_core import METHODS
+    from tasks.readers import reader_names
+    from tasks.spec import JobSpec, field_choices
+
+    info = JobSpec.model_fields[field]
+    kind = info.annotation
+    if typing.get_origin(kind) is not None and type(None) in typing.get_args(kind):
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    out: dict[str, Any] = {"type": kind if kind in (int, float) else str}
+    if field == "method":
+        out["choices"] = list(METHODS)
+    elif field == "input_format":
+        out["choices"] = ["auto", *reader_names()]
+    elif typing.get_origin(kind) is typing.Literal:
+        out["choices"] = field_choices(field)
+    default = None if info.is_required() else info.get_default(call_default_factory=True)
+    out["suffix"] = f" (default: {default})" if default not in (None, "") else ""
+    return out
 
 
 def _add_spec_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--spec", help="job spec file (JSON or YAML); flags override its fields")
-    p.add_argument("--input", help="folder/prefix of images or Parquet shards (any fsspec URI)")
-    p.add_argument("--output", help="output folder/prefix (images/, manifests/, summary.json)")
-    p.add_argument("--masks", help="prefix of masks with the images' relative paths "
-                                   "(pixel 0 = missing, non-zero = known)")
-    from tasks.readers import reader_names
-
-    p.add_argument("--input-format", choices=["auto", *reader_names()])
-    p.add_argument("--task", help="inpaint (with masks), box, random, superres or denoise")
-    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="task parameter (repeat)")
-    p.add_argument("--method", help="restoration method (list them with `restora methods`)")
+    p.add_argument("--spec", metavar="FILE",
+                   help="job spec file (JSON or YAML, JobSpec fields); flags override its fields")
+    for dest, (field, metavar, text) in _SPEC_ARGS.items():
+        settings = _flag_settings(field)
+        p.add_argument("--" + dest.replace("_", "-"), dest=dest, metavar=metavar,
+                       type=settings["type"], choices=settings.get("choices"),
+                       help=text + settings["suffix"])
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="task parameter, value as JSON (repeat): box=[top,left,h,w], box_size, "
+                        "p, factor, sigma")
     p.add_argument("--method-param", action="append", metavar="KEY=VALUE",
                    help="method parameter, e.g. t0=0.1 (repeat; see `restora methods`)")
-    p.add_argument("--steps", type=int, help="shorthand for --method-param steps=N")
-    p.add_argument("--corrections", type=int, help="shorthand for --method-param corrections=N")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--prior", help="shipped prior name (digits32) or a .safetensors/.pt URI")
-    p.add_argument("--prior-preset")
-    p.add_argument("--size-policy", choices=["error", "resize", "center-crop"])
-    p.add_argument("--inputs", choices=["observed", "clean"],
-                   help="observed: already degraded; clean: degrade and score (psnr, ssim)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--shard-size", type=int)
-    p.add_argument("--num-actors", type=int)
-    p.add_argument("--cpus-per-actor", type=float)
-    p.add_argument("--gpus-per-actor", type=float)
-    p.add_argument("--max-concurrent-shards", type=int)
-    p.add_argument("--max-pixels", type=int)
-    p.add_argument("--lpips-weights")
-    p.add_argument("--precision", choices=list(get_args(Precision)),
-                   help="network precision (auto: restora_core.runtime.DEVICE_DEFAULTS)")
     p.add_argument("--save-inputs", action="store_true", default=None,
                    help="also write the degraded input and mask beside each output")
-    p.add_argument("--endpoint-url", help="S3 endpoint (e.g. http://127.0.0.1:9000)")
+    p.add_argument("--endpoint-url", metavar="URL", help="S3 endpoint (e.g. http://127.0.0.1:9000)")
     p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
-                   help="fsspec storage option (repeat)")
-    p.add_argument("--ray-address", help="Ray cluster (default: RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--prefect-api-url", help="Prefect API (default: PREFECT_API_URL, else ephemeral)")
+                   help="fsspec storage option, value as JSON (repeat)")
+    p.add_argument("--ray-address", metavar="ADDRESS",
+                   help="Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--prefect-api-url", metavar="URL",
+                   help="Prefect API (default: PREFECT_API_URL, else an ephemeral server)")
+
+
+def flagged(message: str) -> str:
+    """A JobSpecError message with each JobSpec field named by its command-line flag."""
+    import re
+
+    def name(match: re.Match) -> str:
+        field, sub = match.group(2), match.group(3)
+        if field == "task_params" and sub:
+            return f"{match.group(1)}--param {sub[1:]}"
+        return match.group(1) + _FIELD_FLAGS.get(field, field) + (sub or "")
+
+    return re.sub(r"(^|invalid job spec: |; )([a-z_]+)(\.[\w.]+)?(?=:)", name, message)
 
 
 def _load_spec_file(path: str) -> dict[str, Any]:
@@ -167,7 +216,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         spec = spec_from_args(args)
         validate_job(spec)
     except JobSpecError as exc:
-        print(f"restora: error: {exc}", file=sys.stderr)
+        print(f"restora: error: {flagged(str(exc))}", file=sys.stderr)
         return 2
     from flows.restore_dataset import restore_dataset
 
@@ -181,7 +230,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     try:
         state.result()
     except JobSpecError as exc:
-        print(f"restora: error: {exc}", file=sys.stderr)
+        print(f"restora: error: {flagged(str(exc))}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - report, do not dump a second traceback
         print(f"restora: the run failed: {exc}", file=sys.stderr)
@@ -195,7 +244,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         spec = spec_from_args(args)
     except JobSpecError as exc:
-        print(f"restora: error: {exc}", file=sys.stderr)
+        print(f"restora: error: {flagged(str(exc))}", file=sys.stderr)
         return 2
     from flows.restore_dataset import restore_dataset
 
@@ -284,43 +333,72 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
+def cmd_train(rest: list[str]) -> int:
     """Hand over to the training flow (flows/train_prior.py), imported only now."""
+    from flows.train_prior import main as train_main
+
+    return train_main(rest)
+
+
+_EXAMPLES = """examples (after `make demo`, from the repository root):
+  restora restore --input demo_out/input/images --output out/restored --task box --prior digits32
+  restora train --recipe digits32 --max-steps 20 --output out/p.safetensors
+
+`restora COMMAND --help` lists each command's flags; README.md has the details."""
+
+
+def package_version() -> str:
+    """The installed restora version (pyproject.toml's, read back when not installed)."""
+    from importlib import metadata
+
     try:
-        from flows import train_prior
-    except ImportError as exc:
-        print(f"restora: error: the training flow is not available ({exc}); "
-              "it lives in flows/train_prior.py", file=sys.stderr)
-        return 2
-    entry = getattr(train_prior, "main", None)
-    if entry is None:
-        print("restora: error: flows/train_prior.py defines no main(argv)", file=sys.stderr)
-        return 2
-    return int(entry(rest) or 0)
+        return metadata.version("restora")
+    except metadata.PackageNotFoundError:
+        import tomllib
+
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        return tomllib.loads(pyproject.read_text())["project"]["version"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `restora`."""
-    parser = argparse.ArgumentParser(prog="restora", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("restore", help="restore a dataset (one run, here)")
+    parser = argparse.ArgumentParser(
+        prog="restora", description="Restore image datasets with a flow-matching prior "
+        "(Restora-Flow) on Ray, orchestrated by Prefect; train such priors.",
+        epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"restora {package_version()}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("restore", help="restore a dataset (one run, here)",
+                       description="Restore every image of --input into --output (one run).")
     _add_spec_arguments(p)
-    p.add_argument("--retry-failed", action="store_true", help="redo only rows with status=error")
-    p.add_argument("--overwrite", action="store_true", help="redo every shard")
-    s = sub.add_parser("serve", help="serve the flow with a cron schedule against a Prefect server")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="redo only rows with status=error in committed shards")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo every shard, ignoring committed manifests")
+    s = sub.add_parser("serve", help="serve the flow with a cron schedule against a Prefect server",
+                       description="Register the restore flow as a cron-scheduled deployment "
+                                   "and serve it (blocks; Ctrl-C or SIGTERM stops it).")
     _add_spec_arguments(s)
     s.add_argument("--cron", default="0 3 * * *", help="cron schedule (default: 03:00 daily)")
-    s.add_argument("--name", default="restora-nightly", help="deployment name")
-    s.add_argument("--retry-failed", action="store_true")
-    i = sub.add_parser("inspect", help="summarise a manifest or an output folder")
+    s.add_argument("--name", default="restora-nightly", help="deployment name (default: %(default)s)")
+    s.add_argument("--retry-failed", action="store_true",
+                   help="scheduled runs redo only rows with status=error")
+    i = sub.add_parser("inspect", help="summarise a manifest or an output folder",
+                       description="Summarise one manifest, or every manifest under an output.")
     i.add_argument("path", help="a manifest .parquet or an output folder/prefix")
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
-    i.add_argument("--errors", type=int, default=10, help="error rows to list")
-    i.add_argument("--storage-option", action="append", metavar="KEY=VALUE")
-    m = sub.add_parser("methods", help="list the methods, their parameters, defaults, cost, sources")
-    m.add_argument("--task", help="only the methods doing this task, with its defaults")
+    i.add_argument("--errors", type=int, default=10, metavar="N",
+                   help="error rows to list (default: %(default)s)")
+    i.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
+                   help="fsspec storage option, value as JSON (repeat)")
+    m = sub.add_parser("methods", help="list the methods, their parameters, defaults, cost, sources",
+                       description="List the restoration methods with their parameters, "
+                                   "per-task defaults, cost and sources.")
+    m.add_argument("--task", choices=_flag_settings("task")["choices"],
+                   help="only the methods doing this task, with its defaults")
     m.add_argument("--json", action="store_true", help="print the list as JSON")
-    sub.add_parser("train", help="train a prior (flows/train_prior.py); args pass through",
+    sub.add_parser("train", help="train a prior with the train-prior flow (restora train --help)",
                    add_help=False)
     return parser
 
@@ -330,8 +408,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if argv and argv[0] == "train":
-        prepare_environment()
-        return cmd_train(argparse.Namespace(), argv[1:])
+        # Prefect reads its API URL at import, so find it before flows.train_prior is imported.
+        early = argparse.ArgumentParser(add_help=False)
+        early.add_argument("--prefect-api-url")
+        known, _ = early.parse_known_args(argv[1:])
+        prepare_environment(known.prefect_api_url)
+        return cmd_train(argv[1:])
     args = parser.parse_args(argv)
     prepare_environment(getattr(args, "prefect_api_url", None), getattr(args, "ray_address", None))
     if args.command == "restore":

@@ -4,6 +4,7 @@
 # real annotations when a deployment loads this module by entrypoint.
 import base64
 import json
+import logging
 import posixpath
 import time
 from typing import Any
@@ -14,13 +15,21 @@ from prefect.artifacts import (
     create_progress_artifact,
     update_progress_artifact,
 )
+from prefect.exceptions import MissingContextError
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.cleanup import remove_previous_outputs
-from tasks.manifest import manifest_config_hash, manifest_dir, manifest_uri, read_manifest
+from tasks.manifest import (
+    SCHEMA_VERSION,
+    committed_manifest,
+    manifest_config_hash,
+    manifest_dir,
+    manifest_uri,
+    read_manifest,
+)
 from tasks.planning import Plan, ShardPlan, load_or_make_plan
-from tasks.pool import ActorPool
+from tasks.pool import ActorPool, actor_device
 from tasks.preview import PREVIEW_ROWS, preview_dir, preview_grid
 from tasks.progress import RunProgress
 from tasks.shard import restore_shard
@@ -43,14 +52,32 @@ def summary_uri(output_uri: str) -> str:
     return join(output_uri, SUMMARY_NAME)
 
 
+def _logger() -> Any:
+    """The Prefect run logger inside a flow run, else a plain one (unit tests, scripts)."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("restora")
+
+
 def shards_to_run(plan: Plan, spec: JobSpec, info: RunInfo, *, retry_failed: bool,
                   overwrite: bool) -> tuple[list[tuple[ShardPlan, list[str] | None]], int]:
     """([(shard, redo_sources or None for all)], skipped count) from the committed manifests."""
     work, skipped = [], 0
     for shard in plan.shards:
         uri = manifest_uri(spec.output_uri, shard.shard_id)
-        committed = None if overwrite else manifest_config_hash(uri, spec.storage_options)
-        if committed != info.config_hash:
+        committed = None if overwrite else committed_manifest(uri, spec.storage_options)
+        if committed is not None and committed.schema_version != SCHEMA_VERSION:
+            if committed.schema_version > SCHEMA_VERSION:
+                raise JobSpecError(f"output_uri: manifest '{uri}' has schema version "
+                                   f"{committed.schema_version}, newer than this Restora's "
+                                   f"{SCHEMA_VERSION}; use a newer Restora or --overwrite")
+            _logger().warning(
+                "shard %s: its manifest has schema version %d (current %d); re-running the "
+                "whole shard", shard.shard_id, committed.schema_version, SCHEMA_VERSION)
+            work.append((shard, None))
+            continue
+        if committed is None or committed.config_hash != info.config_hash:
             work.append((shard, None))
             continue
         if retry_failed:
@@ -169,9 +196,17 @@ def build_summary(plan: Plan, spec: JobSpec, info: RunInfo) -> dict[str, Any]:
 def restore_dataset(spec: JobSpec, retry_failed: bool = False, overwrite: bool = False,
                     ray_address: str | None = None) -> dict[str, Any]:
     """Restore every image of ``spec.input_uri`` into ``spec.output_uri``; return the run summary."""
+    # Ray first: the cluster decides the actors' device, which is part of the config hash that
+    # tells committed shards from shards to run.
+    with ray_connection(ray_address):
+        return _restore_dataset(spec, retry_failed, overwrite, ray_address)
+
+
+def _restore_dataset(spec: JobSpec, retry_failed: bool, overwrite: bool,
+                     ray_address: str | None) -> dict[str, Any]:
     logger = get_run_logger()
     started = time.time()
-    info = validate_job(spec)
+    info = validate_job(spec, device=actor_device(spec))
     if overwrite:
         removed = remove_previous_outputs(spec.output_uri, spec.storage_options)
         logger.info("overwrite: removed %d manifest(s) and the %d image(s) they listed",

@@ -5,6 +5,9 @@ loss, steps per second and a grid of Euler samples as Prefect artifacts.
     train_prior(recipe="digits32", overrides={"device": "cuda", "bf16": True})
     train_prior(config={"data": "s3://bucket/faces/", "channels": 3, "resolution": 64, ...})
 
+Command line: ``restora train --recipe digits32 --max-steps 20 --output out/p.safetensors``
+(``main(argv)`` below; ``restora train --help`` lists the flags).
+
 The loop itself (``restora_core.training.train``) is the same one the CLI
 ``python -m restora_core.training`` runs; this flow only adds orchestration: a live progress
 artifact, a loss table, a markdown summary with the sample grid, and the grid PNG beside the
@@ -13,9 +16,13 @@ prior. Resuming is the loop's: rerun with the same ``checkpoint_dir``.
 
 from __future__ import annotations
 
+import argparse
 import base64
+import dataclasses
 import json
 import shlex
+import sys
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -130,3 +137,159 @@ def train_prior(config: dict[str, Any] | None = None, recipe: str | None = None,
     create_markdown_artifact(markdown=summary_markdown(summary, png), key="train-summary",
                              description="training summary and samples")
     return summary
+
+
+# How a shipped recipe's training set is made when it is missing (it is git-ignored).
+_BUILD_HINT = "python scripts/build_datasets.py --only {recipe}"
+# The flags with a field of their own; any other TrainConfig field goes through --set.
+_FIELD_FLAGS = {
+    "data": ("PATH", ("training set: a .npz/.npy file, or a folder/prefix of images or Parquet "
+                     "shards (any fsspec URI)")),
+    "output": ("URI", ("required: where the EMA weights go as a .safetensors prior with its "
+                      "model card; the sample grid goes beside it (_samples.png)")),
+    "checkpoint_dir": ("URI", ("checkpoints folder; a rerun resumes from its latest checkpoint "
+                              "(default: <output without .safetensors>.ckpt)")),
+    "max_steps": ("N", "stop after N optimiser steps"),
+    "max_seconds": ("S", "stop after S seconds of training ('none': no limit)"),
+    "batch_size": ("N", "images per optimiser step"),
+    "device": ("DEVICE", "torch device: cpu, cuda, cuda:1"),
+    "seed": ("N", "seed of the initial weights, the data order and the noise"),
+    "name": ("NAME", "the prior's name in its model card"),
+}
+
+
+def _optional_number(kind: type):
+    def parse(text: str):
+        return None if text.lower() in ("none", "null") else kind(text)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def train_parser() -> argparse.ArgumentParser:
+    """The parser of `restora train` (every TrainConfig field is reachable, most via --set)."""
+    fields = {f: getattr(TrainConfig, f, None) for f in _FIELD_FLAGS}
+    p = argparse.ArgumentParser(
+        prog="restora train",
+        description="Train a flow-matching prior with the train-prior Prefect flow (one flow\n"
+                    "run with progress, loss table and sample artifacts), checkpointing as it\n"
+                    "goes; the prior and its model card are written at the end.",
+        epilog="examples:\n"
+               "  restora train --recipe digits32 --max-steps 20 --output out/p.safetensors\n"
+               "  restora train --data imgs/ --set channels=3 --set resolution=32 "
+               "--max-steps 2000 --output prior.safetensors\n"
+               "precedence: --recipe < --config < --set < the other flags",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe", choices=sorted(SHIPPED_RECIPES),
+                   help="start from a shipped prior's recipe (its data, model and optimiser)")
+    p.add_argument("--config", metavar="FILE", help="JSON file of TrainConfig fields")
+    for name, (metavar, text) in _FIELD_FLAGS.items():
+        default = fields[name]
+        kind = type(default) if isinstance(default, (int, float)) else str
+        p.add_argument("--" + name.replace("_", "-"), dest=name, metavar=metavar,
+                       type=_optional_number(float) if name == "max_seconds" else kind,
+                       default=argparse.SUPPRESS, help=text)
+    p.add_argument("--bf16", action="store_true", default=argparse.SUPPRESS,
+                   help="bf16 autocast on CUDA (weights and loss stay fp32)")
+    p.add_argument("--set", action="append", metavar="FIELD=JSON", default=[],
+                   help="any other TrainConfig field, e.g. --set lr=4e-4 --set "
+                        "'model={\"ch\": 32, \"ch_mult\": [1, 2]}' (repeat)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config as JSON and exit without training")
+    p.add_argument("--prefect-api-url", metavar="URL",
+                   help="Prefect API (default: PREFECT_API_URL, else an ephemeral server)")
+    return p
+
+
+def _set_pairs(items: list[str], parser: argparse.ArgumentParser) -> dict[str, Any]:
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in known:
+            parser.error(f"--set expects FIELD=JSON with FIELD one of {sorted(known)}; got '{item}'")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def config_from_argv(argv: list[str]) -> tuple[TrainConfig, str | None, argparse.Namespace]:
+    """(TrainConfig, recipe, parsed flags) of a `restora train` command line."""
+    parser = train_parser()
+    args = parser.parse_args(argv)
+    flags = {k: v for k, v in vars(args).items()
+             if k not in ("recipe", "config", "set", "print_config", "prefect_api_url")}
+    config: dict[str, Any] = {}
+    if args.config:
+        try:
+            config = json.loads(Path(args.config).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            parser.error(f"--config: cannot read '{args.config}': {exc}")
+    config.update(_set_pairs(args.set, parser))
+    config.update(flags)
+    if not config.get("output"):
+        # A recipe's own output is the shipped prior inside the package: never overwrite it
+        # by default.
+        parser.error("--output is required: where the trained prior goes, e.g. "
+                     "--output out/prior.safetensors")
+    if "checkpoint_dir" not in config:
+        # Beside the output, never the recipe's own folder: a run must not resume someone
+        # else's checkpoints (or the shipped prior's) by accident.
+        config["checkpoint_dir"] = config["output"].rsplit(".safetensors", 1)[0] + ".ckpt"
+    config.setdefault("command", shlex.join(["restora", "train", *argv]))
+    try:
+        cfg = resolve_config(config, args.recipe, None)
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    return cfg, args.recipe, args
+
+
+def missing_data_message(cfg: TrainConfig, recipe: str | None) -> str | None:
+    """Why the training set cannot be opened (with how to build it), or None when it can."""
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(cfg.data, **(cfg.storage_options or {}))
+        if fs.exists(path):
+            return None
+    except Exception as exc:  # noqa: BLE001 - any failure to look is reported the same way
+        return f"--data: cannot open '{cfg.data}': {type(exc).__name__}: {exc}"
+    if recipe and cfg.data == SHIPPED_RECIPES[recipe].get("data"):
+        return (f"--recipe {recipe} trains on '{cfg.data}', which is not built yet: run "
+                f"`{_BUILD_HINT.format(recipe=recipe)}` first (or pass --data FILE)")
+    return f"--data: '{cfg.data}' does not exist"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`restora train`: run the train-prior flow once, here; 0 on success, 1 failed, 2 bad input."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cfg, recipe, args = config_from_argv(argv)
+    if args.print_config:
+        print(json.dumps(cfg.to_dict(), indent=1))
+        return 0
+    problem = missing_data_message(cfg, recipe) if cfg.data else "--data: no training set given " \
+        "(pass --data or --recipe)"
+    if problem:
+        print(f"restora: error: {problem}", file=sys.stderr)
+        return 2
+    state = train_prior(config=cfg.to_dict(), return_state=True)
+    run_id = state.state_details.flow_run_id
+    if not state.is_completed():
+        try:
+            state.result()
+        except Exception as exc:  # noqa: BLE001 - one line, not a second traceback
+            print(f"restora: the training run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"flow run: {run_id}", file=sys.stderr)
+        return 1
+    summary = state.result()
+    print(f"trained {summary['step']} steps ({summary['stopped_by']}) in {summary['seconds']:.1f} s; "
+          f"final loss {summary['final_loss']:.4f}")
+    print(f"flow run:   {run_id} (train-prior)")
+    print(f"prior:      {summary['prior']} (sha256 {summary['prior_sha256']})")
+    print(f"checkpoint: {summary['checkpoint']}")
+    if summary.get("samples"):
+        print(f"samples:    {summary['samples']}")
+    return 0

@@ -111,7 +111,6 @@ def write_batch(batch: dict[str, np.ndarray], spec: JobSpec, info: RunInfo) -> d
     fs, root = open_fs(spec.output_uri, spec.storage_options)
     n = len(batch["id"])
     cols: dict[str, list[Any]] = {k: [] for k in MANIFEST_COLUMNS}
-    ran = spec.resolved_params  # what restore() ran: the task's defaults plus the spec's values
     for i in range(n):
         status, error, output = batch["status"][i], batch["error"][i], None
         rel = batch["relpath"][i]
@@ -139,17 +138,17 @@ def write_batch(batch: dict[str, np.ndarray], spec: JobSpec, info: RunInfo) -> d
             "id": batch["id"][i] or f"<invalid id #{i}>", "source_uri": batch["source_uri"][i],
             "mask_uri": batch["mask_uri"][i], "output_uri": output, "status": status,
             "error": error, "task": spec.task, "task_params": batch["task_params"][i],
-            "method": spec.method, "steps": ran["steps"], "corrections": ran.get("corrections", 0),
-            "method_params": params_json(ran),
-            "nfe": batch["nfe"][i] if status == "ok" else None, "seed": int(batch["seed"][i]),
+            "method": spec.method, "seed": int(batch["seed"][i]),
             "model_id": info.model_id, "config_hash": info.config_hash,
             "width": batch["width"][i], "height": batch["height"][i],
             "seconds": end - float(batch["start_time"][i]),
             "worker_node": batch["worker_node"][i], "device": batch["device"][i],
             "start_time": float(batch["start_time"][i]), "end_time": end,
         }
-        for metric in ("known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips"):
-            row[metric] = batch[metric][i] if status == "ok" else None
+        # Sampler settings as the worker used them; an image that was not restored has none.
+        for used in ("nfe", "steps", "corrections", "method_params",
+                     "known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips"):
+            row[used] = batch[used][i] if status == "ok" else None
         for k, v in row.items():
             cols[k].append(v)
     return cols

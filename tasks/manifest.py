@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,8 @@ from .storage import join, open_fs, write_atomic
 _TS = pa.timestamp("us", tz="UTC")
 
 # One row per input image. Nullable columns are null where they do not apply (an error row has no
-# output_uri, nfe or metrics; psnr/ssim/psnr_hole/lpips only exist when inputs are clean references).
+# output_uri, sampler settings or metrics; psnr/ssim/psnr_hole/lpips only exist when inputs are
+# clean references). steps, corrections, nfe and method_params are what the sampler ran with.
 MANIFEST_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),
     pa.field("source_uri", pa.string(), nullable=False),
@@ -27,9 +29,9 @@ MANIFEST_SCHEMA = pa.schema([
     pa.field("task", pa.string(), nullable=False),
     pa.field("task_params", pa.string(), nullable=False),
     pa.field("method", pa.string(), nullable=False),
-    pa.field("steps", pa.int32(), nullable=False),
-    pa.field("corrections", pa.int32(), nullable=False),
-    pa.field("method_params", pa.string(), nullable=False),  # JSON: every parameter as it ran
+    pa.field("steps", pa.int32()),
+    pa.field("corrections", pa.int32()),
+    pa.field("method_params", pa.string()),  # JSON: every parameter as it ran
     pa.field("nfe", pa.int32()),
     pa.field("seed", pa.int64(), nullable=False),
     pa.field("model_id", pa.string(), nullable=False),
@@ -52,6 +54,24 @@ MANIFEST_COLUMNS = tuple(MANIFEST_SCHEMA.names)
 _FLOAT_COLUMNS = ("known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips")
 META_CONFIG_HASH = b"restora.config_hash"
 META_SHARD_ID = b"restora.shard_id"
+META_SCHEMA_VERSION = b"restora.schema_version"
+# Version of MANIFEST_SCHEMA, stored in each file's metadata (README, "Manifest schema").
+#   1 (no key): steps, corrections (and method_params, when present) copied from the job spec.
+#   2: steps, corrections, method_params and nfe as the sampler ran them (null on error rows).
+# Bump it with every change of the columns, and teach _upgrade how to read the old version.
+SCHEMA_VERSION = 2
+
+
+class ManifestVersionError(ValueError):
+    """A manifest written by a newer Restora than this one (its schema cannot be read back)."""
+
+
+@dataclass(frozen=True)
+class CommittedManifest:
+    """What a committed manifest's file metadata says: its config hash and schema version."""
+
+    config_hash: str
+    schema_version: int
 
 
 def manifest_dir(output_uri: str) -> str:
@@ -103,31 +123,70 @@ def write_manifest(table: pa.Table, uri: str, *, shard_id: str, config_hash: str
     meta = dict(table.schema.metadata or {})
     meta[META_CONFIG_HASH] = config_hash.encode()
     meta[META_SHARD_ID] = shard_id.encode()
+    meta[META_SCHEMA_VERSION] = str(SCHEMA_VERSION).encode()
     buf = io.BytesIO()
     pq.write_table(table.replace_schema_metadata(meta), buf, compression="zstd")
     fs, path = open_fs(uri, storage_options)
     write_atomic(fs, path, buf.getvalue())
 
 
+def schema_version(metadata: Mapping[bytes, bytes] | None) -> int:
+    """The manifest schema version recorded in Parquet file metadata (1 when there is none)."""
+    value = (metadata or {}).get(META_SCHEMA_VERSION)
+    try:
+        return int(value) if value else 1
+    except ValueError:
+        raise ManifestVersionError(f"unreadable manifest schema version {value!r}") from None
+
+
+def _upgrade(table: pa.Table, version: int, wanted: list[str], uri: str) -> pa.Table:
+    """The ``wanted`` columns of ``table`` (read from a version-``version`` manifest) in the
+    current schema: columns an older version lacks are null (unknown); a newer version is read
+    only when it still has every wanted column."""
+    missing = [name for name in wanted if name not in table.column_names]
+    if missing and version > SCHEMA_VERSION:
+        raise ManifestVersionError(
+            f"manifest '{uri}' has schema version {version}, newer than this Restora's "
+            f"{SCHEMA_VERSION}, and lacks {missing}: read it with a newer Restora, or rerun the "
+            "job with --overwrite")
+    for name in missing:  # v1 -> v2: method_params may not exist
+        field = MANIFEST_SCHEMA.field(name)
+        table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table.select(wanted)
+
+
 def read_manifest(uri: str, storage_options: dict[str, Any] | None = None,
                   columns: list[str] | None = None) -> pa.Table:
-    """Read one manifest (or some of its columns)."""
+    """Read one manifest (or some of its columns) in the current schema, whatever its version."""
+    wanted = list(MANIFEST_COLUMNS) if columns is None else list(columns)
     fs, path = open_fs(uri, storage_options)
     with fs.open(path, "rb") as handle:
+        stored = pq.read_schema(handle)
+        handle.seek(0)
         # use_threads=False: pyarrow 26's threaded read of a Python file object can abort the
         # interpreter at exit ("terminate called without an active exception").
-        return pq.read_table(handle, columns=columns, use_threads=False)
+        table = pq.read_table(handle, columns=[c for c in wanted if c in stored.names],
+                              use_threads=False)
+    return _upgrade(table, schema_version(stored.metadata), wanted, uri)
 
 
-def manifest_config_hash(uri: str, storage_options: dict[str, Any] | None = None) -> str | None:
-    """The config hash a committed manifest was written with; None when there is no manifest."""
+def committed_manifest(uri: str, storage_options: dict[str, Any] | None = None
+                       ) -> CommittedManifest | None:
+    """The config hash and schema version of a committed manifest; None when there is none."""
     fs, path = open_fs(uri, storage_options)
     if not fs.exists(path):
         return None
     with fs.open(path, "rb") as handle:
         meta = pq.read_schema(handle).metadata or {}
     value = meta.get(META_CONFIG_HASH)
-    return value.decode() if value else ""
+    return CommittedManifest(config_hash=value.decode() if value else "",
+                             schema_version=schema_version(meta))
+
+
+def manifest_config_hash(uri: str, storage_options: dict[str, Any] | None = None) -> str | None:
+    """The config hash a committed manifest was written with; None when there is no manifest."""
+    committed = committed_manifest(uri, storage_options)
+    return None if committed is None else committed.config_hash
 
 
 def params_json(params: Mapping[str, Any]) -> str:

@@ -49,6 +49,11 @@ def actor_resources(spec: JobSpec, cluster: dict[str, float] | None = None) -> A
     return ActorResources(num_cpus=spec.cpus_per_actor, num_gpus=float(gpus))
 
 
+def actor_device(spec: JobSpec, cluster: dict[str, float] | None = None) -> str:
+    """The device kind the pool's actors run on: ``cuda`` when each reserves a GPU, else ``cpu``."""
+    return "cuda" if actor_resources(spec, cluster).num_gpus > 0 else "cpu"
+
+
 class ActorPool:
     """Round-robin handles to ``num_actors`` RestoreWorker actors shared by all shard tasks."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -21,9 +22,10 @@ InputKind = Literal["observed", "clean"]
 # Fields that change the restored pixels or the manifest rows; batch size, pool size and the
 # like do not (each image's noise comes from image_seed(seed, id)), so they stay out of the hash.
 # The method's parameters enter resolved (task defaults filled in), so changing a published
-# default in the registry invalidates committed shards.
+# default in the registry invalidates committed shards. Precision enters as resolved, with the
+# device kind, through config_hash's arguments.
 _HASHED_FIELDS = ("task", "task_params", "method", "seed", "prior", "prior_preset", "size_policy",
-                  "max_pixels", "inputs", "lpips_weights", "precision")
+                  "max_pixels", "inputs", "lpips_weights")
 
 
 class JobSpecError(ValueError):
@@ -139,13 +141,20 @@ class JobSpec(BaseModel):
         """Whether inputs are clean references the restored images are scored against."""
         return self.inputs == "clean"
 
-    def config_hash(self, model_id: str = "") -> str:
-        """sha256 (16 hex) of the fields that change results, plus the prior's weights hash."""
-        payload = {name: getattr(self, name) for name in _HASHED_FIELDS}
-        payload["method_params"] = self.resolved_params
-        payload["model_id"] = model_id
+    def config_hash(self, model_id: str, device: str, precision: str) -> str:
+        """sha256 (16 hex) of the fields that change results, the prior's weights hash, the
+        device kind the actors run on (cpu/cuda) and the precision ``auto`` resolved to there:
+        a CPU rerun of a GPU job (fp32 vs bf16 pixels) must not take the GPU's shards as done."""
+        payload: dict[str, Any] = {name: getattr(self, name) for name in _HASHED_FIELDS}
+        payload.update(method_params=self.resolved_params, model_id=model_id, device=device,
+                       precision=precision)
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def field_choices(name: str) -> list[str]:
+    """The allowed values of a JobSpec field typed as a Literal (for help texts and errors)."""
+    return [str(v) for v in typing.get_args(JobSpec.model_fields[name].annotation)]
 
 
 def parse_spec(data: dict[str, Any]) -> JobSpec:
@@ -162,12 +171,15 @@ def parse_spec(data: dict[str, Any]) -> JobSpec:
 
 @dataclass(frozen=True)
 class RunInfo:
-    """What validating a spec resolved: the prior's identity and shape, and the config hash."""
+    """What validating a spec resolved: the prior's identity and shape, the device kind the
+    actors run on with the precision resolved for it, and the config hash over all of them."""
 
     model_id: str
     config_hash: str
     channels: int
     resolution: int
+    device: str
+    precision: str
 
     def input_resolution(self, spec: JobSpec, params: dict[str, Any] | None = None) -> int:
         """Side inputs are decoded to: the prior's, or 1/factor of it for observed superres."""

@@ -26,9 +26,11 @@ def _check_location(uri: str, field: str, storage_options: dict[str, Any], must_
         raise JobSpecError(f"{field}: cannot reach '{uri}': {type(exc).__name__}: {exc}") from None
 
 
-def validate_job(spec: JobSpec) -> RunInfo:
-    """Check storage and prior (the spec checked the method); return the RunInfo or one JobSpecError."""
+def validate_job(spec: JobSpec, device: str = "cpu") -> RunInfo:
+    """Check storage and prior (the spec checked the method); return the RunInfo resolved for
+    actors on ``device`` (``cpu`` or ``cuda``: ``tasks.pool.actor_device``) or one JobSpecError."""
     from restora_core import load_prior
+    from restora_core.runtime import resolve_precision
 
     _check_location(spec.input_uri, "input_uri", spec.storage_options, must_exist=True)
     if spec.masks_uri:
@@ -50,5 +52,9 @@ def validate_job(spec: JobSpec) -> RunInfo:
         if not lpips_available(spec.lpips_weights):
             raise JobSpecError(f"lpips_weights: no LPIPS weights at '{spec.lpips_weights}' "
                                "(build them with `make weights`)")
-    return RunInfo(model_id=prior.model_id, config_hash=spec.config_hash(prior.model_id),
-                   channels=prior.channels, resolution=prior.resolution)
+    import torch
+
+    precision = resolve_precision(spec.precision, torch.device(device))
+    return RunInfo(model_id=prior.model_id, channels=prior.channels, resolution=prior.resolution,
+                   device=device, precision=precision,
+                   config_hash=spec.config_hash(prior.model_id, device, precision))

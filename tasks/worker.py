@@ -30,6 +30,7 @@ from restora_core.runtime import RuntimeConfig
 from restora_core.seeding import image_seed
 
 from .batch_io import object_array
+from .manifest import params_json
 
 if TYPE_CHECKING:  # the worker only reads the spec: importing it needs no pydantic
     from .spec import JobSpec, RunInfo
@@ -38,6 +39,9 @@ if TYPE_CHECKING:  # the worker only reads the spec: importing it needs no pydan
 # device while the next prepares on the CPU.
 ACTOR_CONCURRENCY = 2
 METRIC_COLUMNS = ("known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips")
+# Per-row outputs of the sampler (None where an image was not restored).
+_USED_COLUMNS = ("restored", "observed", "obs_mask", "reference", "nfe", "steps", "corrections",
+                 "method_params")
 
 
 def _node_id() -> str:
@@ -60,13 +64,17 @@ class RestoreWorker:
             torch.set_num_threads(max(1, int(threads)))
         self.spec = spec
         self.info = info
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        # The device and precision were resolved (and hashed) for the whole job: run exactly
+        # those, or fail loudly, rather than write rows under a config hash they do not match.
+        self.device = info.device
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("this job runs on GPUs but this actor sees no CUDA device")
         prior = load_prior(spec.prior, preset=spec.prior_preset,
                            storage_options=spec.storage_options)
         if prior.model_id != info.model_id:
             raise RuntimeError(f"prior '{spec.prior}' changed during the run: weights hash "
                                f"{prior.model_id[:12]} != validated {info.model_id[:12]}")
-        self.prior = prior.prepare(self.device, RuntimeConfig(precision=spec.precision))
+        self.prior = prior.prepare(self.device, RuntimeConfig(precision=info.precision))
         self._device_lock = threading.Lock()
         self.node = _node_id()
         self.lpips = None
@@ -102,6 +110,7 @@ class RestoreWorker:
                              task=self.spec.task, seed=[int(batch["seed"][i]) for i in rows],
                              **kwargs, **self.spec.resolved_params)
             x = result.images.float().cpu()
+        ran = params_json(result.params)
         y_cpu = y.float().cpu()
         m_cpu = None if mask is None else mask.float().cpu()
         metrics = {"known_fraction": (torch.ones(len(rows)) if m_cpu is None
@@ -120,7 +129,11 @@ class RestoreWorker:
                         metrics["lpips"] = self.lpips(x.to(self.device), ref.to(self.device)).cpu()
         for k, i in enumerate(rows):
             out["restored"][i] = x[k].numpy()
+            # What the sampler ran with (mask_ode/ot_ode/pnp_flow use no corrections).
             out["nfe"][i] = result.nfe
+            out["steps"][i] = result.steps
+            out["corrections"][i] = result.corrections
+            out["method_params"][i] = ran
             if self.spec.save_inputs or batch["preview"][i]:
                 out["observed"][i] = y_cpu[k].numpy()
                 out["obs_mask"][i] = None if m_cpu is None else m_cpu[k].numpy()
@@ -133,8 +146,7 @@ class RestoreWorker:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Restore every ``status == "ok"`` row; failures become error rows, never exceptions."""
         n = len(batch["id"])
-        out: dict[str, Any] = {"restored": [None] * n, "observed": [None] * n,
-                               "obs_mask": [None] * n, "reference": [None] * n, "nfe": [None] * n}
+        out: dict[str, Any] = {key: [None] * n for key in _USED_COLUMNS}
         for name in METRIC_COLUMNS:
             out[name] = [np.nan] * n
         status = list(batch["status"])
@@ -160,8 +172,7 @@ class RestoreWorker:
         result["status"] = object_array(status)
         result["error"] = object_array(error)
         for key, values in out.items():
-            result[key] = object_array(values) if key in ("restored", "observed", "obs_mask",
-                                                          "reference", "nfe") \
+            result[key] = object_array(values) if key in _USED_COLUMNS \
                 else np.asarray(values, dtype=np.float64)
         result["device"] = object_array([self.device] * n)
         result["worker_node"] = object_array([self.node] * n)

@@ -6,12 +6,14 @@ Every server a fixture starts, that fixture stops.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 _RUN_DIR = Path(tempfile.mkdtemp(prefix="rit-"))
@@ -30,6 +32,8 @@ import logging
 
 import numpy as np
 import pytest
+
+from .retry import call_with_retry
 
 REPO = Path(__file__).resolve().parents[2]
 PRIOR_CONFIG = {"input_channels": 1, "input_height": 16, "ch": 32, "ch_mult": (1, 2),
@@ -93,6 +97,38 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def prefect_api(url: str, path: str, body: dict | None = None, deadline_s: float = 60.0) -> object:
+    """GET (or POST ``body`` to) the Prefect REST API, retrying its transient answers."""
+    data = None if body is None else json.dumps(body).encode()
+
+    def call() -> object:
+        req = urllib.request.Request(url + path, data=data, method="GET" if body is None else "POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read() or b"null")
+
+    return call_with_retry(call, what=f"Prefect API {path}", deadline_s=deadline_s)
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """`prefect server start --host 127.0.0.1` with its own database; stopped with its group."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = child_env(PREFECT_HOME=str(home), PREFECT_UI_API_URL=api, PREFECT_SERVER_UI_API_URL=api)
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start",
+                             "--host", "127.0.0.1", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        # Connection refused and 503 while it starts are retried up to the deadline.
+        assert prefect_api(api, "/health", deadline_s=120) is True
+        yield api
+    finally:
+        stop_process_group(proc)
+
+
 @pytest.fixture(scope="session")
 def tiny_prior(tmp_path_factory) -> str:
     """A random 16x16 gray UNet prior on disk (restoration quality is not under test here)."""
@@ -128,7 +164,7 @@ def s3(s3_endpoint, request):
     options = {"key": "testing", "secret": "testing", "endpoint_url": s3_endpoint}
     fs = s3fs.S3FileSystem(**options)
     bucket = "b-" + request.node.name.lower().replace("_", "-")[:50].strip("-")
-    fs.mkdir(bucket)
+    call_with_retry(lambda: fs.mkdir(bucket), what=f"create bucket {bucket} on moto")
     fs.invalidate_cache()
     return fs, options, bucket
 
@@ -170,6 +206,14 @@ def gray_images(n: int, size: int = 16, seed: int = 0) -> list[np.ndarray]:
         img = np.kron(base, np.ones((size // 4, size // 4), np.float32))
         out.append(img.astype(np.uint8))
     return out
+
+
+def image_folder(path: Path, n: int, seed: int = 0) -> Path:
+    """A folder ``path`` of ``n`` gray PNGs ``img0.png``... (made here); returns it."""
+    path.mkdir(parents=True)
+    for i, img in enumerate(gray_images(n, seed=seed)):
+        (path / f"img{i}.png").write_bytes(png(img))
+    return path
 
 
 def png(array: np.ndarray) -> bytes:

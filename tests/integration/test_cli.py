@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from .conftest import REPO, child_env, gray_images, png, restora_cli, stop_process_group, wait_for
+from .conftest import (
+    REPO,
+    child_env,
+    gray_images,
+    png,
+    prefect_api,
+    restora_cli,
+    stop_process_group,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration]
 
@@ -22,13 +34,15 @@ def test_bad_job_specs_fail_fast_with_one_message(tmp_path, tiny_prior, s3_endpo
     (tmp_path / "in" / "a.png").write_bytes(png(gray_images(1)[0]))
     common = ["restore", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]
     cases = {
-        "task": (["--task", "colorize", "--prior", tiny_prior], "task: Input should be 'inpaint', 'box', 'random', 'superres' or 'denoise'"),
+        "task": (["--task", "colorize", "--prior", tiny_prior],
+                 ("argument --task: invalid choice: 'colorize' (choose from 'inpaint', 'box', "
+                 "'random', 'superres', 'denoise')")),
         "bucket": (["--task", "box", "--prior", tiny_prior, "--endpoint-url", s3_endpoint,
                     "--output", "s3://no-such-bucket/out"],
-                   "output_uri: bucket 'no-such-bucket' of 's3://no-such-bucket/out' does not exist"),
+                   "--output: bucket 'no-such-bucket' of 's3://no-such-bucket/out' does not exist"),
         "prior": (["--task", "box", "--prior", str(tmp_path / "missing.safetensors")],
-                  "prior: cannot load"),
-        "spec": (["--task", "box", "--prior", tiny_prior, "--steps", "0"], "steps"),
+                  "--prior: cannot load"),
+        "spec": (["--task", "box", "--prior", tiny_prior, "--steps", "0"], "--steps: Input should be"),
     }
     for name, (extra, message) in cases.items():
         proc = restora_cli(*common, *extra, check=False, timeout=90)
@@ -83,10 +97,105 @@ def test_a_killed_run_loses_nothing_committed_and_resumes(tmp_path, tiny_prior):
     assert json.loads(report.stdout)["images"]["total"] == 2
 
 
-@pytest.mark.timeout(60)
-def test_train_without_the_training_flow_says_so(tmp_path):
-    proc = restora_cli("train", "--help", check=False, timeout=50)
-    if proc.returncode == 2:
-        assert "training flow" in proc.stderr or "main(argv)" in proc.stderr
-    else:  # flows/train_prior.py has landed: its own help must come out
-        assert proc.returncode == 0
+def _all_actions(parser: argparse.ArgumentParser, prefix: str = "restora"):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _all_actions(sub, f"{prefix} {name}")
+        else:
+            yield prefix, action
+
+
+def test_every_flag_explains_itself_and_choices_come_from_their_definitions():
+    from flows.cli import build_parser
+    from flows.train_prior import train_parser
+    from restora_core import METHODS
+    from tasks.readers import reader_names
+    from tasks.spec import field_choices
+
+    actions = [*_all_actions(build_parser()), *_all_actions(train_parser(), "restora train")]
+    silent = [f"{where} {'/'.join(a.option_strings) or a.dest}" for where, a in actions
+              if not a.help and a.dest != "command"]
+    assert not silent, f"flags without help text: {silent}"
+    restore = {a.dest: a for where, a in actions if where == "restora restore"}
+    assert restore["method"].choices == list(METHODS)
+    assert restore["input_format"].choices == ["auto", *reader_names()]
+    for dest in ("task", "size_policy", "precision", "inputs"):
+        assert restore[dest].choices == field_choices(dest) and restore[dest].choices, dest
+
+
+@pytest.mark.timeout(120)
+def test_version_examples_and_errors_that_name_the_flag_and_the_allowed_values():
+    import tomllib
+
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert restora_cli("--version", timeout=60).stdout.strip() == f"restora {version}"
+    top = restora_cli("--help", timeout=60).stdout
+    examples = [line.strip() for line in top.splitlines() if line.startswith("  restora ")]
+    assert [e.split()[1] for e in examples] == ["restore", "train"]
+    bad = restora_cli("restore", "--method", "nope", check=False, timeout=60)
+    assert bad.returncode == 2
+    assert "argument --method: invalid choice: 'nope'" in bad.stderr and "'pnp_flow'" in bad.stderr
+    bad = restora_cli("restore", "--input", str(REPO), "--output", "/tmp/x", "--task", "box",
+                      "--steps", "0", check=False, timeout=60)
+    assert bad.returncode == 2 and "--steps: Input should be greater than or equal to 1" in bad.stderr
+
+
+def test_a_recipe_whose_dataset_is_not_built_says_how_to_build_it(tmp_path, monkeypatch):
+    from flows.train_prior import config_from_argv, missing_data_message
+
+    monkeypatch.chdir(tmp_path)
+    cfg, recipe, _ = config_from_argv(["--recipe", "digits32", "--output", "p.safetensors"])
+    message = missing_data_message(cfg, recipe)
+    assert "--recipe digits32" in message and "scripts/build_datasets.py --only digits32" in message
+    assert cfg.checkpoint_dir == "p.ckpt"  # beside the output, never the recipe's own folder
+    with pytest.raises(SystemExit):  # no --output: the shipped prior is never overwritten
+        config_from_argv(["--recipe", "digits32"])
+
+
+# A small UNet so that 20 steps on a loaded 2-core box take seconds, not minutes.
+TINY_MODEL = {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [],
+              "dropout": 0.0}
+
+
+@pytest.mark.timeout(900)
+def test_train_a_prior_then_restore_with_it(tmp_path, prefect_server):
+    from restora_core import load_prior
+
+    digits = np.load(REPO / "restora_core" / "data" / "digits32_eval.npz")["images"]
+    data = tmp_path / "digits.npz"
+    np.savez(data, images=digits)
+    out = tmp_path / "out"
+    env = child_env(PREFECT_HOME=str(tmp_path / "home"))
+    trained = restora_cli(
+        "train", "--recipe", "digits32", "--data", str(data), "--max-steps", "20",
+        "--output", str(out / "p.safetensors"), "--batch-size", "8", "--max-seconds", "none",
+        "--set", f"model={json.dumps(TINY_MODEL)}", "--set", "sample_count=4",
+        "--set", "sample_steps=2", "--set", "log_every=5", "--set", "checkpoint_every=10",
+        "--prefect-api-url", prefect_server, env=env, timeout=600)
+    run_id = re.search(r"flow run: +([0-9a-f-]{36})", trained.stdout).group(1)
+    run = prefect_api(prefect_server, f"/flow_runs/{run_id}")
+    assert run["state_type"] == "COMPLETED"
+    assert prefect_api(prefect_server, f"/flows/{run['flow_id']}")["name"] == "train-prior"
+    artifacts = prefect_api(prefect_server, "/artifacts/filter",
+                            {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
+    assert {"train-summary", "train-loss", "train-progress"} <= {a["key"] for a in artifacts}
+    assert sorted(p.name for p in (out / "p.ckpt").glob("step_*.pt")) == [
+        "step_000000010.pt", "step_000000020.pt"]
+    assert (out / "p_samples.png").stat().st_size > 0
+    prior = load_prior(str(out / "p.safetensors"))
+    assert prior.card["training"]["steps"] == 20 and prior.card["name"] == "digits32"
+    assert prior.card["command"].startswith("restora train --recipe digits32")
+    assert f"sha256 {prior.model_id})" in trained.stdout
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(6):
+        (src / f"d{i}.png").write_bytes(png(digits[i, :, :, 0]))
+    restora_cli("restore", "--input", str(src), "--output", str(tmp_path / "restored"),
+                "--task", "box", "--prior", str(out / "p.safetensors"), "--steps", "4",
+                "--prefect-api-url", prefect_server, env=env, timeout=400)
+    summary = json.loads((tmp_path / "restored" / "summary.json").read_text())
+    assert summary["images"] == {"total": 6, "ok": 6, "error": 0}
+    table = pq.read_table(tmp_path / "restored" / "manifests")
+    assert set(table["model_id"].to_pylist()) == {prior.model_id}

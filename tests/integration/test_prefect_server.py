@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,9 @@ import pytest
 from .conftest import (
     REPO,
     child_env,
-    free_port,
     gray_images,
     png,
+    prefect_api,
     restora_cli,
     stop_process_group,
     wait_for,
@@ -29,39 +28,6 @@ from .conftest import (
 
 pytestmark = [pytest.mark.integration]
 ARTIFACTS = Path(os.environ.get("RESTORA_TEST_ARTIFACTS", REPO / "test-artifacts"))
-
-
-def _api(url: str, path: str, body: dict | None = None) -> object:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url + path, data=data, method="GET" if body is None else "POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read() or b"null")
-
-
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory):
-    """`prefect server start --host 127.0.0.1` with its own database; stopped with its group."""
-    home = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = child_env(PREFECT_HOME=str(home), PREFECT_UI_API_URL=api, PREFECT_SERVER_UI_API_URL=api)
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start",
-                             "--host", "127.0.0.1", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-
-    def healthy() -> bool:
-        try:
-            return _api(api, "/health") is True
-        except OSError:
-            return False
-
-    try:
-        wait_for(healthy, timeout=90, what="prefect server health")
-        yield api
-    finally:
-        stop_process_group(proc)
 
 
 def _small_input(root: Path, n: int = 6) -> Path:
@@ -74,7 +40,7 @@ def _small_input(root: Path, n: int = 6) -> Path:
 
 def _wait_flow_run(api: str, run_id: str, timeout: float) -> dict:
     def final():
-        run = _api(api, f"/flow_runs/{run_id}")
+        run = prefect_api(api, f"/flow_runs/{run_id}")
         return run if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
 
     return wait_for(final, timeout=timeout, what=f"flow run {run_id} to finish", interval=2)
@@ -92,12 +58,12 @@ def test_served_deployment_has_a_cron_schedule_and_runs(prefect_server, tmp_path
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deployment = wait_for(
-            lambda: next(iter(_api(prefect_server, "/deployments/filter", {})), None),
+            lambda: next(iter(prefect_api(prefect_server, "/deployments/filter", {})), None),
             timeout=90, what="the served deployment")
         assert deployment["name"] == "nightly-test"
         crons = [s["schedule"].get("cron") for s in deployment["schedules"]]
         assert crons == ["0 3 * * *"]
-        run = _api(prefect_server, f"/deployments/{deployment['id']}/create_flow_run", {})
+        run = prefect_api(prefect_server, f"/deployments/{deployment['id']}/create_flow_run", {})
         finished = _wait_flow_run(prefect_server, run["id"], timeout=200)
         assert finished["state_type"] == "COMPLETED", (tmp_path / "serve.log").read_text()[-4000:]
     finally:
@@ -152,7 +118,7 @@ def test_prefect_ui_shows_the_completed_run_its_shards_and_summary(prefect_serve
                 "--prior", tiny_prior, "--steps", "4", "--shard-size", "3",
                 env=child_env(PREFECT_HOME=str(tmp_path / "home")), timeout=240)
     run_id = json.loads((tmp_path / "out" / "summary.json").read_text())["flow_run_id"]
-    assert _api(prefect_server, f"/flow_runs/{run_id}")["state_type"] == "COMPLETED"
+    assert prefect_api(prefect_server, f"/flow_runs/{run_id}")["state_type"] == "COMPLETED"
 
     ui = prefect_server[: -len("/api")]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

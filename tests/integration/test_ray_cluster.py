@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from .conftest import REPO, child_env, free_port, gray_images, png, stop_process_group, wait_for
+from .retry import TransientServiceError, call_with_retry
 
 pytestmark = [pytest.mark.integration]
 
@@ -79,10 +80,20 @@ def test_ray_job_submit_runs_the_restore_entrypoint(ray_head, tmp_path, tiny_pri
         (tmp_path / "in" / f"img{i}.png").write_bytes(png(img))
     env = {**env, "RAY_ADDRESS": url, "RESTORA_PYTHON": sys.executable,
            "PREFECT_HOME": str(tmp_path / "prefect")}
-    proc = subprocess.run(
-        ["bash", "infra/ray/submit.sh", "--input", str(tmp_path / "in"), "--output",
-         str(tmp_path / "out"), "--task", "box", "--prior", tiny_prior, "--steps", "4",
-         "--batch-size", "3"], cwd=REPO, env=env, capture_output=True, text=True, timeout=280, check=False)
+
+    def submit() -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            ["bash", "infra/ray/submit.sh", "--input", str(tmp_path / "in"), "--output",
+             str(tmp_path / "out"), "--task", "box", "--prior", tiny_prior, "--steps", "4",
+             "--batch-size", "3"], cwd=REPO, env=env, capture_output=True, text=True,
+            timeout=280, check=False)
+        text = proc.stdout + proc.stderr
+        if proc.returncode != 0 and "submitted successfully" not in text and any(
+                sign in text for sign in ("Connection refused", "503", "Failed to connect")):
+            raise TransientServiceError(text[-500:])  # the job server was not ready: resubmit
+        return proc
+
+    proc = call_with_retry(submit, what="ray job submit", deadline_s=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "succeeded" in proc.stdout + proc.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())

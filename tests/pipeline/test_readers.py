@@ -18,7 +18,8 @@ from tasks.storage import open_fs
 
 from .shards import img2dataset_members, png, tar_bytes
 
-INFO = RunInfo(model_id="m", config_hash="h", channels=1, resolution=16)
+INFO = RunInfo(model_id="m", config_hash="h", channels=1, resolution=16, device="cpu",
+               precision="fp32")
 
 
 def _images(n: int, seed: int = 0) -> list[np.ndarray]:

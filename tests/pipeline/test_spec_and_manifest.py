@@ -9,6 +9,10 @@ import pytest
 from tasks.manifest import (
     MANIFEST_COLUMNS,
     MANIFEST_SCHEMA,
+    SCHEMA_VERSION,
+    CommittedManifest,
+    ManifestVersionError,
+    committed_manifest,
     manifest_config_hash,
     read_manifest,
     rows_to_table,
@@ -20,6 +24,7 @@ from tasks.summary import error_cause, markdown_summary, summarize
 from tasks.validate import validate_job
 
 BASE = {"input_uri": "/in", "output_uri": "/out", "task": "box"}
+ON_CPU = ("m", "cpu", "fp32")  # config_hash's model id, device kind and resolved precision
 
 
 def test_unknown_task_fails_with_one_message_naming_the_field():
@@ -37,9 +42,20 @@ def test_unknown_field_and_bad_numbers_are_refused():
 
 def test_config_hash_ignores_throughput_knobs_but_not_results():
     a = parse_spec(BASE)
-    assert a.config_hash("m") == parse_spec({**BASE, "batch_size": 3, "num_actors": 4}).config_hash("m")
-    assert a.config_hash("m") != parse_spec({**BASE, "steps": 8}).config_hash("m")
-    assert a.config_hash("m") != a.config_hash("other-weights")
+    h = a.config_hash(*ON_CPU)
+    assert h == parse_spec({**BASE, "batch_size": 3, "num_actors": 4}).config_hash(*ON_CPU)
+    assert h != parse_spec({**BASE, "steps": 8}).config_hash(*ON_CPU)
+    assert h != a.config_hash("other-weights", "cpu", "fp32")
+
+
+def test_config_hash_covers_the_device_kind_and_the_resolved_precision(tmp_path, tiny_prior_path):
+    spec = parse_spec({**BASE, "input_uri": str(tmp_path), "output_uri": str(tmp_path / "out"),
+                       "prior": tiny_prior_path})
+    on_cpu, on_gpu = validate_job(spec, device="cpu"), validate_job(spec, device="cuda")
+    assert (on_cpu.precision, on_gpu.precision) == ("fp32", "bf16")  # what "auto" became
+    assert on_cpu.config_hash != on_gpu.config_hash  # a CPU rerun does not skip GPU shards
+    fp32 = spec.model_copy(update={"precision": "fp32"})
+    assert validate_job(fp32, device="cpu").config_hash != validate_job(fp32, device="cuda").config_hash
 
 
 def test_missing_input_and_unloadable_prior_fail_fast(tmp_path):
@@ -57,8 +73,10 @@ def _row(i: int, status: str = "ok") -> dict:
     return {"id": f"img{i}", "source_uri": f"/in/img{i}.png", "mask_uri": None,
             "output_uri": f"/out/images/img{i}.png" if status == "ok" else None,
             "status": status, "error": None if status == "ok" else "truncated: half a file",
-            "task": "box", "task_params": "{}", "method": "restora_flow", "steps": 4,
-            "corrections": 1, "method_params": '{"corrections":1,"paste_known":false,"steps":4}',
+            "task": "box", "task_params": "{}", "method": "restora_flow",
+            "steps": 4 if status == "ok" else None, "corrections": 1 if status == "ok" else None,
+            "method_params": ('{"corrections":1,"paste_known":false,"steps":4}'
+                              if status == "ok" else None),
             "nfe": 10 if status == "ok" else None, "seed": 2**62 + i,
             "model_id": "abc", "config_hash": "h", "width": 16, "height": 16,
             "known_fraction": 0.9, "consistency": 0.01, "psnr": 20.0 + i, "ssim": 0.5,
@@ -77,10 +95,76 @@ def test_manifest_round_trips_with_proper_types(tmp_path):
     assert back.schema.field("start_time").type == pa.timestamp("us", tz="UTC")
     assert back["psnr_hole"].null_count == 2  # NaN is stored as null
     assert manifest_config_hash(uri) == "h"
-    df = back.to_pandas()
-    assert str(df["steps"].dtype) == "int32" and df.loc[1, "status"] == "error"
+    assert committed_manifest(uri) == CommittedManifest("h", SCHEMA_VERSION)
+    assert back.schema.metadata[b"restora.schema_version"] == str(SCHEMA_VERSION).encode()
+    assert back.schema.field("steps").type == pa.int32()
+    assert back["steps"].to_pylist() == [4, None]  # an image never restored ran no steps
+    assert back.to_pandas().loc[1, "status"] == "error"
     assert read_manifest(uri).equals(back)
     assert not [p for p in (tmp_path / "manifests").iterdir() if p.name.startswith(".")]
+
+
+def _v1_manifest(uri: str, rows: list[dict]) -> None:
+    """A manifest as Restora wrote it before schema versions: no version key, no
+    method_params, steps/corrections copied from the spec on every row."""
+    v1 = pa.schema([f.with_nullable(False) if f.name in ("steps", "corrections") else f
+                    for f in MANIFEST_SCHEMA if f.name != "method_params"])
+    table = rows_to_table({k: [r[k] for r in rows] for k in MANIFEST_COLUMNS})
+    table = table.drop_columns(["method_params"]).cast(v1)
+    pq.write_table(table.replace_schema_metadata({b"restora.config_hash": b"old"}), uri)
+
+
+def test_a_manifest_of_an_older_schema_is_read_back_in_the_current_one(tmp_path):
+    uri = str(tmp_path / "shard-00000.parquet")
+    _v1_manifest(uri, [{**_row(0), "corrections": 1}, {**_row(1, "error"), "steps": 4,
+                                                        "corrections": 1}])
+    assert committed_manifest(uri) == CommittedManifest("old", 1)
+    table = read_manifest(uri)
+    assert table.schema.names == list(MANIFEST_COLUMNS)
+    assert table["method_params"].null_count == 2 and table["steps"].to_pylist() == [4, 4]
+    assert read_manifest(uri, columns=["status", "method_params"]).num_rows == 2
+    summary = summarize([read_manifest(uri)])
+    assert summary["images"] == {"total": 2, "ok": 1, "error": 1}
+
+
+def test_a_manifest_of_a_newer_schema_is_read_only_where_it_has_the_columns(tmp_path):
+    uri = str(tmp_path / "shard-00000.parquet")
+    table = rows_to_table({k: [_row(0)[k]] for k in MANIFEST_COLUMNS}).drop_columns(["seconds"])
+    pq.write_table(table.replace_schema_metadata({b"restora.schema_version": b"99"}), uri)
+    assert read_manifest(uri, columns=["output_uri"])["output_uri"].to_pylist() == [
+        "/out/images/img0.png"]  # what --overwrite's clean-up needs
+    with pytest.raises(ManifestVersionError, match=r"schema version 99, newer .* lacks \['seconds'\]"):
+        read_manifest(uri)
+
+
+def test_a_rerun_reruns_shards_of_an_older_schema_and_refuses_newer_ones(tmp_path, tiny_prior_path):
+    from flows.restore_dataset import shards_to_run
+    from tasks.manifest import manifest_uri
+    from tasks.planning import Plan, ShardPlan
+
+    spec = parse_spec({**BASE, "input_uri": str(tmp_path), "output_uri": str(tmp_path / "out"),
+                       "prior": tiny_prior_path})
+    info = validate_job(spec)
+    shards = [ShardPlan(shard_id=f"shard-{i:05d}", kind="images", count=1) for i in range(3)]
+    plan = Plan(input_uri=spec.input_uri, input_format="images", masks_uri=None, shards=shards)
+    uris = [manifest_uri(spec.output_uri, s.shard_id) for s in shards]
+    (tmp_path / "out" / "manifests").mkdir(parents=True)
+    current = rows_to_table({k: [_row(0)[k]] for k in MANIFEST_COLUMNS})
+    write_manifest(current, uris[0], shard_id="shard-00000", config_hash=info.config_hash)
+    _v1_manifest(uris[1], [_row(1)])
+    pq.write_table(pq.read_table(uris[1]).replace_schema_metadata(
+        {b"restora.config_hash": info.config_hash.encode()}), uris[1])  # same hash, old schema
+    for retry_failed in (False, True):
+        work, skipped = shards_to_run(plan, spec, info, retry_failed=retry_failed, overwrite=False)
+        assert [(s.shard_id, redo) for s, redo in work] == [("shard-00001", None),
+                                                             ("shard-00002", None)]
+        assert skipped == 1
+    newer = pq.read_table(uris[0])
+    pq.write_table(newer.replace_schema_metadata(
+        {**newer.schema.metadata, b"restora.schema_version": b"3"}), uris[0])
+    with pytest.raises(JobSpecError, match="schema version 3, newer than this Restora's"):
+        shards_to_run(plan, spec, info, retry_failed=False, overwrite=False)
+    assert len(shards_to_run(plan, spec, info, retry_failed=False, overwrite=True)[0]) == 3
 
 
 def test_schema_is_exactly_the_documented_columns():
@@ -165,10 +249,10 @@ def test_unset_method_params_resolve_to_the_tasks_published_defaults():
 def test_config_hash_follows_the_parameters_that_run_not_how_they_were_written():
     base = parse_spec({**BASE, "method": "ot_ode"})
     same = parse_spec({**BASE, "method": "ot_ode", "method_params": {"t0": 0.1, "steps": 100}})
-    assert base.config_hash("m") == same.config_hash("m")
+    assert base.config_hash(*ON_CPU) == same.config_hash(*ON_CPU)
     other = parse_spec({**BASE, "method": "ot_ode", "method_params": {"gamma": "constant"}})
-    assert base.config_hash("m") != other.config_hash("m")
-    assert parse_spec({**BASE, "steps": 64}).config_hash("m") == parse_spec(BASE).config_hash("m")
+    assert base.config_hash(*ON_CPU) != other.config_hash(*ON_CPU)
+    assert parse_spec({**BASE, "steps": 64}).config_hash(*ON_CPU) == parse_spec(BASE).config_hash(*ON_CPU)
 
 
 def test_cli_method_param_flags_reach_the_spec():

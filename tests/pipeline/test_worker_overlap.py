@@ -40,7 +40,8 @@ def test_concurrent_worker_calls_give_the_same_pixels_as_sequential_ones(tmp_pat
     from restora_core import load_prior
 
     prior = load_prior(tiny_prior_path)
-    info = RunInfo(prior.model_id, spec.config_hash(prior.model_id), 1, 16)
+    info = RunInfo(prior.model_id, spec.config_hash(prior.model_id, "cpu", "fp32"), 1, 16, "cpu",
+                   "fp32")
     batches = [load_batch({"kind": "images", "shard_id": "s", "items": sources[i:i + 2]}, spec, info)
                for i in range(0, 6, 2)]
     worker = RestoreWorker(spec, info, threads=1)
