@@ -63,7 +63,8 @@ def _metrics(x, ref, mask, lpips_net) -> dict[str, torch.Tensor]:
     return m
 
 
-def _figure(path: Path, name: str, ref, y, mask, outputs: dict[str, torch.Tensor], count: int = 6):
+def _figure(path: Path, name: str, ref, y, mask, outputs: dict[str, torch.Tensor], count: int = 6,
+            title: str | None = None):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,7 +85,7 @@ def _figure(path: Path, name: str, ref, y, mask, outputs: dict[str, torch.Tensor
             ax.set_yticks([])
             if c == 0:
                 ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle(f"{name}: box inpainting (8x8 hole, sigma_y={SIGMA_Y})", fontsize=9)
+    fig.suptitle(title or f"{name}: box inpainting (8x8 hole, sigma_y={SIGMA_Y})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
