@@ -116,13 +116,16 @@ def _print_row(row: dict[str, Any]) -> None:
 
 
 def measure(names: list[str], device: str, warmup: int, steps: int, on_row=_print_row,
-            seconds_each: float | None = None, batch_size: int | None = None
-            ) -> list[dict[str, Any]]:
+            seconds_each: float | None = None, batch_size: int | None = None,
+            deadline: float | None = None) -> list[dict[str, Any]]:
     """One row per recipe: bare and loop steps/s and their ratio (``seconds_each``: cap on each
-    timed window, by fewer steps; ``batch_size``: instead of the recipe's)."""
+    timed window, by fewer steps; ``batch_size``: instead of the recipe's; ``deadline``: a
+    ``time.monotonic()`` after which the remaining recipes are left out)."""
     configure_device(device)
     rows = []
     for spec in names:
+        if deadline is not None and time.monotonic() > deadline:
+            break
         name, _, own_batch = spec.partition(":")  # "photo64:32" = photo64 at batch 32
         batch = int(own_batch) if own_batch else batch_size
         cfg = recipe_config(name, device, **({"batch_size": batch} if batch else {}))

@@ -37,6 +37,7 @@ DEFAULT_PRIORS = ("photo32", "photo64", "mri64")
 DEFAULT_LIMITS = (110.0, 130.0, 50.0)
 BENCH_PRIORS = ("digits32", "photo32", "photo64", "mri64")
 BENCH_SECONDS = 20.0         # timed windows of the benchmark in all (plus warm-ups)
+BENCH_DEADLINE_S = 45.0      # no benchmark row starts after this many seconds of the stage
 RESERVE_S = {"cuda": 8.0, "cpu": 30.0}   # per prior: model, data, sampling, export
 FINAL_MARGIN_S = 5.0         # kept free at the end of the budget
 
@@ -85,7 +86,8 @@ def run_benchmark(stage: Stage, device: str, quick: bool) -> None:
     rows = measure(list(BENCH_PRIORS), device, warmup, steps,
                    on_row=lambda row: stage.log("benchmark-row", **row),
                    seconds_each=2 if quick else BENCH_SECONDS / len(BENCH_PRIORS) / 2,
-                   batch_size=4 if quick else None)
+                   batch_size=4 if quick else None,
+                   deadline=stage.t0 + min(BENCH_DEADLINE_S, 0.2 * stage.budget_s))
     path = write_report(rows, device, stage.command + "  # benchmark part", stage.out,
                         "training_quick" if quick else "training_gpu")
     stage.summary["benchmark"] = {"file": path.name, "rows": rows}
