@@ -147,6 +147,11 @@ def load_prior(
     match when the file is truncated, not a checkpoint, or the wrong architecture.
     """
     uri = str(shipped_prior_path(source)) if source in SHIPPED_PRIORS else str(source)
+    if source in SHIPPED_PRIORS and not Path(uri).exists():
+        raise FileNotFoundError(
+            f"prior '{source}' has a training recipe but its weights are not shipped in this "
+            f"release yet: train it with `restora train --recipe {source} --output FILE` (or "
+            "`python -m priors.gpu_stage` on a GPU) and pass --prior FILE")
     if not uri.endswith((".pt", ".pth", ".safetensors", ".ckpt")):
         raise ValueError(
             f"prior '{source}' is neither a shipped prior {SHIPPED_PRIORS} nor a .pt/.pth/"
