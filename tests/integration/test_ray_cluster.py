@@ -89,11 +89,14 @@ def test_ray_job_submit_runs_the_restore_entrypoint(ray_head, tmp_path, tiny_pri
             timeout=280, check=False)
         text = proc.stdout + proc.stderr
         if proc.returncode != 0 and "submitted successfully" not in text and any(
-                sign in text for sign in ("Connection refused", "503", "Failed to connect")):
-            raise TransientServiceError(text[-500:])  # the job server was not ready: resubmit
+                sign in text for sign in ("Connection refused", "503", "Failed to connect",
+                                          "No available agent")):
+            # The job server (or, right after the head starts, its job agent) was not ready and
+            # the job never started: resubmit.
+            raise TransientServiceError(text[-500:])
         return proc
 
-    proc = call_with_retry(submit, what="ray job submit", deadline_s=120)
+    proc = call_with_retry(submit, what="ray job submit", deadline_s=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "succeeded" in proc.stdout + proc.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
