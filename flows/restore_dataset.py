@@ -7,6 +7,7 @@ import json
 import logging
 import posixpath
 import time
+from dataclasses import asdict
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -20,9 +21,9 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.cleanup import remove_previous_outputs
+from tasks.damaged import DamagedManifestError, MovedManifest, check_manifest, move_aside
 from tasks.manifest import (
     SCHEMA_VERSION,
-    committed_manifest,
     manifest_config_hash,
     manifest_dir,
     manifest_uri,
@@ -60,13 +61,22 @@ def _logger() -> Any:
         return logging.getLogger("restora")
 
 
-def shards_to_run(plan: Plan, spec: JobSpec, info: RunInfo, *, retry_failed: bool,
-                  overwrite: bool) -> tuple[list[tuple[ShardPlan, list[str] | None]], int]:
-    """([(shard, redo_sources or None for all)], skipped count) from the committed manifests."""
-    work, skipped = [], 0
+def shards_to_run(plan: Plan, spec: JobSpec, info: RunInfo, *, retry_failed: bool, overwrite: bool
+                  ) -> tuple[list[tuple[ShardPlan, list[str] | None]], int, list[MovedManifest]]:
+    """([(shard, redo_sources or None for all)], skipped count, damaged manifests moved aside)
+    from the committed manifests; a damaged manifest is never trusted: its shard runs again."""
+    work, skipped, damaged = [], 0, []
     for shard in plan.shards:
         uri = manifest_uri(spec.output_uri, shard.shard_id)
-        committed = None if overwrite else committed_manifest(uri, spec.storage_options)
+        try:
+            committed = None if overwrite else check_manifest(uri, shard.shard_id, shard.count,
+                                                               spec.storage_options)
+        except DamagedManifestError as exc:
+            moved = move_aside(uri, spec.output_uri, shard.shard_id, str(exc), spec.storage_options)
+            _logger().warning("shard %s: damaged manifest (%s) moved to %s; re-running the shard",
+                              shard.shard_id, exc, moved.moved_to)
+            damaged.append(moved)
+            committed = None
         if committed is not None and committed.schema_version != SCHEMA_VERSION:
             if committed.schema_version > SCHEMA_VERSION:
                 raise JobSpecError(f"output_uri: manifest '{uri}' has schema version "
@@ -88,7 +98,7 @@ def shards_to_run(plan: Plan, spec: JobSpec, info: RunInfo, *, retry_failed: boo
                 work.append((shard, redo))
                 continue
         skipped += 1
-    return work, skipped
+    return work, skipped, damaged
 
 
 class _ProgressPublisher:
@@ -209,12 +219,14 @@ def _restore_dataset(spec: JobSpec, retry_failed: bool, overwrite: bool,
     info = validate_job(spec, device=actor_device(spec))
     if overwrite:
         removed = remove_previous_outputs(spec.output_uri, spec.storage_options)
-        logger.info("overwrite: removed %d manifest(s) and the %d image(s) they listed",
-                    removed["manifests"], removed["files"])
+        logger.info("overwrite: removed %d manifest(s) and the %d image(s) they listed; moved %d "
+                    "unreadable manifest(s) to damaged/", removed["manifests"], removed["files"],
+                    removed["damaged"])
     plan, reused = load_or_make_plan(spec, replan=overwrite)
     if plan.input_format == "images" and spec.task == "inpaint" and not spec.masks_uri:
         raise JobSpecError("masks_uri: task 'inpaint' on an image folder needs masks_uri")
-    work, skipped = shards_to_run(plan, spec, info, retry_failed=retry_failed, overwrite=overwrite)
+    work, skipped, damaged = shards_to_run(plan, spec, info, retry_failed=retry_failed,
+                                           overwrite=overwrite)
     logger.info("plan %s: %d shards, %d images; %d to run, %d already committed (config %s)",
                 "reused" if reused else "made", len(plan.shards), plan.total_items, len(work),
                 skipped, info.config_hash)
@@ -246,9 +258,11 @@ def _restore_dataset(spec: JobSpec, retry_failed: bool, overwrite: bool,
         "processed_this_run": processed,
         "throughput_images_per_s": round(processed / wall, 3) if processed else 0.0,
         "retry_failed": retry_failed, "overwrite": overwrite, "failed_shards": failures,
+        "damaged_manifests": [asdict(d) for d in damaged],
         "shard_results": results, "spec": spec.model_dump(mode="json", exclude={"storage_options"}),
     })
-    summary["shards"].update({"run": len(work), "skipped": skipped, "failed": len(failures)})
+    summary["shards"].update({"run": len(work), "skipped": skipped, "failed": len(failures),
+                              "damaged": len(damaged)})
     fs, path = open_fs(summary_uri(spec.output_uri), spec.storage_options)
     write_atomic(fs, path, json.dumps(summary, indent=1, default=str).encode())
     create_markdown_artifact(markdown=markdown_summary(summary), key="restora-summary",
