@@ -9,13 +9,14 @@ from __future__ import annotations
 import io
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from tasks.spec import JobSpec
 
-from .conftest import FAST, gray_images, png
+from .conftest import FAST, bomb_png, gray_images, png
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -83,3 +84,100 @@ def test_damaged_manifests_on_s3_are_moved_aside_and_their_shards_rerun(pipeline
     spec = JobSpec(input_uri=f"s3://{bucket}/in", output_uri=f"s3://{bucket}/out", task="box",
                    prior=tiny_prior, shard_size=2, storage_options=options, **FAST)
     _resume_after_damage(pipeline, fs, f"{bucket}/out", spec)
+
+
+def _files_under(root) -> set[str]:
+    return {str(p) for p in root.rglob("*") if p.is_file()}
+
+
+def test_hostile_parquet_rows_become_named_error_rows_and_nothing_escapes(
+        pipeline, tmp_path, tiny_prior):
+    import pickle
+
+    good = gray_images(2, seed=3)
+    marker = tmp_path / "unpickled"
+    evil = pickle.dumps(_OpenOnUnpickle(str(marker)))
+    ids = ["ok-1", "bomb", "../up", "/abs/path", "nul\x00byte", "n" * 10_000, "pickled", "ok-2"]
+    images = [png(good[0]), bomb_png(), png(good[1]), png(good[1]), png(good[1]), png(good[1]),
+              evil, png(good[1])]
+    (tmp_path / "pq").mkdir()
+    pq.write_table(pa.table({"id": ids, "image": images}), tmp_path / "pq" / "a.parquet")
+    # A second file: one row group whose footer declares more bytes than the job's cap.
+    rng = np.random.default_rng(0)
+    blob = rng.integers(0, 255, 300_000, dtype=np.uint8).tobytes()  # incompressible
+    pq.write_table(pa.table({"id": ["huge-0", "huge-1"], "image": [blob, blob]}),
+                   tmp_path / "pq" / "b.parquet")
+    out = tmp_path / "data" / "out"
+    before = _files_under(tmp_path)
+    spec = JobSpec(input_uri=str(tmp_path / "pq"), output_uri=str(out), task="box",
+                   prior=tiny_prior, max_row_group_bytes=200_000, **FAST)
+
+    summary = pipeline(spec=spec)
+
+    rows = pq.read_table(out / "manifests")
+    assert summary["images"] == {"total": 10, "ok": 2, "error": 8}
+    by_source = dict(zip(rows["source_uri"].to_pylist(),
+                         zip(rows["status"].to_pylist(), rows["error"].to_pylist())))
+    causes = {src.rsplit("/", 1)[1]: (err or "").split(":")[0] for src, (_, err) in by_source.items()}
+    assert causes == {"a.parquet#row=0": "", "a.parquet#row=1": "too-large",
+                      "a.parquet#row=2": "unsafe-id", "a.parquet#row=3": "unsafe-id",
+                      "a.parquet#row=4": "unsafe-id", "a.parquet#row=5": "unsafe-id",
+                      "a.parquet#row=6": "not-an-image", "a.parquet#row=7": "",
+                      "b.parquet#row=0": "too-large", "b.parquet#row=1": "too-large"}
+    assert all("row group 0" in e and "over the cap of 200000" in e
+               for s, (_, e) in by_source.items() if "b.parquet" in s)
+    assert not marker.exists()  # the pickled cell was never unpickled
+    new = _files_under(tmp_path) - before
+    assert new and all(p.startswith(str(out) + "/") for p in new), sorted(new)[:5]
+    assert sorted(p.name for p in (out / "images" / "shard-00000").rglob("*.png")) == [
+        "ok-1.png", "ok-2.png"]
+
+
+class _OpenOnUnpickle:
+    """Unpickling this creates a file: the proof that something was unpickled."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _pickled_checkpoint(path, marker) -> None:
+    import torch
+
+    torch.save({"weight": _OpenOnUnpickle(str(marker))}, str(path))
+
+
+def _bogus_safetensors(path) -> None:
+    import struct
+
+    path.write_bytes(struct.pack("<Q", 2**62) + b'{"w": {}}')
+
+
+@pytest.mark.parametrize("make, words", [(_pickled_checkpoint, "weights_only"),
+                                         (_bogus_safetensors, "safetensors")])
+def test_a_hostile_prior_is_one_clear_job_error_and_nothing_is_unpickled(
+        pipeline, tmp_path, make, words):
+    from tasks.spec import JobSpecError
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "img0.png").write_bytes(png(gray_images(1)[0]))
+    marker = tmp_path / "unpickled"
+    prior = tmp_path / ("evil.pt" if make is _pickled_checkpoint else "evil.safetensors")
+    if make is _pickled_checkpoint:
+        make(prior, marker)
+    else:
+        make(prior)
+    spec = JobSpec(input_uri=str(src), output_uri=str(tmp_path / "out"), task="box",
+                   prior=str(prior), prior_preset=None, **FAST)
+
+    with pytest.raises(JobSpecError) as err:
+        pipeline(spec=spec)
+
+    message = str(err.value)
+    assert message.startswith("prior: cannot load") and str(prior) in message, message
+    assert words.lower() in message.lower(), message
+    assert not marker.exists()
+    assert not (tmp_path / "out" / "manifests").exists()
