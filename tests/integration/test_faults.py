@@ -181,3 +181,66 @@ def test_a_hostile_prior_is_one_clear_job_error_and_nothing_is_unpickled(
     assert words.lower() in message.lower(), message
     assert not marker.exists()
     assert not (tmp_path / "out" / "manifests").exists()
+
+
+@pytest.mark.timeout(420)
+def test_two_restore_runs_on_one_output_never_both_write(tmp_path, tiny_prior):
+    import subprocess
+    import sys
+
+    from .conftest import REPO, child_env, stop_process_group
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i, img in enumerate(gray_images(8, seed=6)):
+        (src / f"img{i}.png").write_bytes(png(img))
+    args = ["restore", "--input", str(src), "--output", str(out), "--task", "box",
+            "--prior", tiny_prior, "--steps", "4", "--batch-size", "2", "--shard-size", "2",
+            "--num-actors", "1"]
+    procs = []
+    for name in ("a", "b"):  # started together: whichever takes the lease first, the other refuses
+        env = child_env(PREFECT_HOME=str(tmp_path / f"prefect-{name}"))
+        procs.append(subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      start_new_session=True))
+    try:
+        outputs = [p.communicate(timeout=360) for p in procs]
+    finally:
+        for p in procs:
+            stop_process_group(p)
+    codes = [p.returncode for p in procs]
+    assert sorted(codes) == [0, 1], (codes, [o[1][-2000:] for o in outputs])
+    winner = json.loads((out / "summary.json").read_text())
+    loser_err = outputs[codes.index(1)][1]
+    assert f"is being written by run {winner['run_id']}" in loser_err, loser_err[-2000:]
+    assert winner["images"] == {"total": 8, "ok": 8, "error": 0}
+    rows = pq.read_table(out / "manifests")
+    assert sorted(rows["id"].to_pylist()) == sorted(f"img{i}" for i in range(8))
+    # The refused run took no lease generation; a later run takes the released lease and skips
+    # every shard.
+    assert sorted(p.name for p in (out / "leases").iterdir()) == ["00000001.json"]
+    from .conftest import restora_cli
+
+    restora_cli(*args, env=child_env(PREFECT_HOME=str(tmp_path / "prefect-a")), timeout=300)
+    assert json.loads((out / "summary.json").read_text())["shards"]["run"] == 0
+
+
+def test_a_run_is_refused_while_another_holds_the_s3_output(pipeline, s3, tiny_prior):
+    from tasks.lease import LeaseHeldError, OutputLease
+
+    fs, options, bucket = s3
+    for i, img in enumerate(gray_images(2)):
+        fs.pipe(f"{bucket}/in/img{i}.png", png(img))
+    spec = JobSpec(input_uri=f"s3://{bucket}/in", output_uri=f"s3://{bucket}/out", task="box",
+                   prior=tiny_prior, storage_options=options, **FAST)
+    other = OutputLease(spec.output_uri, options, run_id="other-run")
+    other.acquire()
+    try:
+        with pytest.raises(LeaseHeldError, match="is being written by run other-run"):
+            pipeline(spec=spec)
+        fs.invalidate_cache()
+        assert not fs.exists(f"{bucket}/out/plan") and not fs.exists(f"{bucket}/out/manifests")
+    finally:
+        other.release()
+    summary = pipeline(spec=spec)
+    assert summary["images"]["ok"] == 2 and summary["run_id"] != "other-run"
