@@ -156,7 +156,7 @@ def _bogus_safetensors(path) -> None:
 
 
 @pytest.mark.parametrize("make, words", [(_pickled_checkpoint, "weights_only"),
-                                         (_bogus_safetensors, "safetensors")])
+                                         (_bogus_safetensors, "safetensors header claims")])
 def test_a_hostile_prior_is_one_clear_job_error_and_nothing_is_unpickled(
         pipeline, tmp_path, make, words):
     from tasks.spec import JobSpecError
