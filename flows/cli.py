@@ -223,7 +223,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     # Progress (images done / total, rate, ETA) arrives as the flow's log lines as batches finish.
     state = restore_dataset(spec=spec, retry_failed=args.retry_failed,
                             overwrite=args.overwrite, ray_address=args.ray_address,
-                            return_state=True)
+                            wait_lease_s=args.wait_lease, return_state=True)
     if state.is_completed():
         _print_summary(state.result())
         return 0
@@ -376,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="redo only rows with status=error in committed shards")
     p.add_argument("--overwrite", action="store_true",
                    help="redo every shard, ignoring committed manifests")
+    p.add_argument("--wait-lease", type=float, default=0.0, metavar="SECONDS",
+                   help="when another run is writing the same output, wait this long for it "
+                        "(default: refuse at once, naming that run)")
     s = sub.add_parser("serve", help="serve the flow with a cron schedule against a Prefect server",
                        description="Register the restore flow as a cron-scheduled deployment "
                                    "and serve it (blocks; Ctrl-C or SIGTERM stops it).")

@@ -7,6 +7,7 @@ import json
 import logging
 import posixpath
 import time
+from dataclasses import asdict
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -20,9 +21,10 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.cleanup import remove_previous_outputs
+from tasks.damaged import DamagedManifestError, MovedManifest, check_manifest, move_aside
+from tasks.lease import OutputLease
 from tasks.manifest import (
     SCHEMA_VERSION,
-    committed_manifest,
     manifest_config_hash,
     manifest_dir,
     manifest_uri,
@@ -60,13 +62,22 @@ def _logger() -> Any:
         return logging.getLogger("restora")
 
 
-def shards_to_run(plan: Plan, spec: JobSpec, info: RunInfo, *, retry_failed: bool,
-                  overwrite: bool) -> tuple[list[tuple[ShardPlan, list[str] | None]], int]:
-    """([(shard, redo_sources or None for all)], skipped count) from the committed manifests."""
-    work, skipped = [], 0
+def shards_to_run(plan: Plan, spec: JobSpec, info: RunInfo, *, retry_failed: bool, overwrite: bool
+                  ) -> tuple[list[tuple[ShardPlan, list[str] | None]], int, list[MovedManifest]]:
+    """([(shard, redo_sources or None for all)], skipped count, damaged manifests moved aside)
+    from the committed manifests; a damaged manifest is never trusted: its shard runs again."""
+    work, skipped, damaged = [], 0, []
     for shard in plan.shards:
         uri = manifest_uri(spec.output_uri, shard.shard_id)
-        committed = None if overwrite else committed_manifest(uri, spec.storage_options)
+        try:
+            committed = None if overwrite else check_manifest(uri, shard.shard_id, shard.count,
+                                                               spec.storage_options)
+        except DamagedManifestError as exc:
+            moved = move_aside(uri, spec.output_uri, shard.shard_id, str(exc), spec.storage_options)
+            _logger().warning("shard %s: damaged manifest (%s) moved to %s; re-running the shard",
+                              shard.shard_id, exc, moved.moved_to)
+            damaged.append(moved)
+            committed = None
         if committed is not None and committed.schema_version != SCHEMA_VERSION:
             if committed.schema_version > SCHEMA_VERSION:
                 raise JobSpecError(f"output_uri: manifest '{uri}' has schema version "
@@ -88,7 +99,7 @@ def shards_to_run(plan: Plan, spec: JobSpec, info: RunInfo, *, retry_failed: boo
                 work.append((shard, redo))
                 continue
         skipped += 1
-    return work, skipped
+    return work, skipped, damaged
 
 
 class _ProgressPublisher:
@@ -118,13 +129,20 @@ class _ProgressPublisher:
 
 
 def _run_shards(work: list[tuple[ShardPlan, list[str] | None]], spec: JobSpec, info: RunInfo,
-                pool: ActorPool, progress: RunProgress,
-                publisher: _ProgressPublisher) -> tuple[list, list]:
-    """Submit shard tasks with at most ``max_concurrent_shards`` in flight; publish progress."""
+                pool: ActorPool, progress: RunProgress, publisher: _ProgressPublisher,
+                lease: OutputLease) -> tuple[list, list]:
+    """Submit shard tasks with at most ``max_concurrent_shards`` in flight; publish progress.
+    Once the output's lease is lost to another run, no further shard is submitted."""
     logger = get_run_logger()
     results, failures, pending = [], [], []
     queue = list(work)
     while queue or pending:
+        if queue and lease.lost.is_set():
+            logger.error("lost the output's lease to another run: %d shard(s) not started",
+                         len(queue))
+            failures += [{"shard_id": shard.shard_id, "error": "LeaseLost: another run took "
+                          f"over {spec.output_uri}"} for shard, _ in queue]
+            queue = []
         while queue and len(pending) < spec.max_concurrent_shards:
             shard, redo = queue.pop(0)
             future = restore_shard.submit(shard.shard_id, shard, spec, info, pool, redo,
@@ -194,27 +212,40 @@ def build_summary(plan: Plan, spec: JobSpec, info: RunInfo) -> dict[str, Any]:
 @flow(name="restore-dataset", task_runner=ThreadPoolTaskRunner(max_workers=16),
       flow_run_name="restore {spec.task} -> {spec.output_uri}")
 def restore_dataset(spec: JobSpec, retry_failed: bool = False, overwrite: bool = False,
-                    ray_address: str | None = None) -> dict[str, Any]:
-    """Restore every image of ``spec.input_uri`` into ``spec.output_uri``; return the run summary."""
+                    ray_address: str | None = None, wait_lease_s: float = 0.0) -> dict[str, Any]:
+    """Restore every image of ``spec.input_uri`` into ``spec.output_uri``; return the run summary.
+
+    The run holds the output's lease while it writes (``tasks.lease``): when another live run
+    holds it, this one waits up to ``wait_lease_s`` and then refuses, naming that run."""
     # Ray first: the cluster decides the actors' device, which is part of the config hash that
     # tells committed shards from shards to run.
     with ray_connection(ray_address):
-        return _restore_dataset(spec, retry_failed, overwrite, ray_address)
+        info = validate_job(spec, device=actor_device(spec))
+        lease = OutputLease(spec.output_uri, spec.storage_options,
+                            run_id=str(flow_run.get_id() or "") or None)
+        lease.acquire(wait_s=wait_lease_s)
+        try:
+            get_run_logger().info("holding the output's lease %s as run %s", lease.uri,
+                                  lease.run_id)
+            return _restore_dataset(spec, info, lease, retry_failed, overwrite, ray_address)
+        finally:
+            lease.release()
 
 
-def _restore_dataset(spec: JobSpec, retry_failed: bool, overwrite: bool,
-                     ray_address: str | None) -> dict[str, Any]:
+def _restore_dataset(spec: JobSpec, info: RunInfo, lease: OutputLease, retry_failed: bool,
+                     overwrite: bool, ray_address: str | None) -> dict[str, Any]:
     logger = get_run_logger()
     started = time.time()
-    info = validate_job(spec, device=actor_device(spec))
     if overwrite:
         removed = remove_previous_outputs(spec.output_uri, spec.storage_options)
-        logger.info("overwrite: removed %d manifest(s) and the %d image(s) they listed",
-                    removed["manifests"], removed["files"])
+        logger.info("overwrite: removed %d manifest(s) and the %d image(s) they listed; moved %d "
+                    "unreadable manifest(s) to damaged/", removed["manifests"], removed["files"],
+                    removed["damaged"])
     plan, reused = load_or_make_plan(spec, replan=overwrite)
     if plan.input_format == "images" and spec.task == "inpaint" and not spec.masks_uri:
         raise JobSpecError("masks_uri: task 'inpaint' on an image folder needs masks_uri")
-    work, skipped = shards_to_run(plan, spec, info, retry_failed=retry_failed, overwrite=overwrite)
+    work, skipped, damaged = shards_to_run(plan, spec, info, retry_failed=retry_failed,
+                                           overwrite=overwrite)
     logger.info("plan %s: %d shards, %d images; %d to run, %d already committed (config %s)",
                 "reused" if reused else "made", len(plan.shards), plan.total_items, len(work),
                 skipped, info.config_hash)
@@ -231,7 +262,8 @@ def _restore_dataset(spec: JobSpec, retry_failed: bool, overwrite: bool,
             try:
                 pool.wait_ready()
                 progress.restart_clock()
-                results, failures = _run_shards(work, spec, info, pool, progress, publisher)
+                results, failures = _run_shards(work, spec, info, pool, progress, publisher,
+                                                lease)
             finally:
                 pool.shutdown()
         publisher.publish(force=True)
@@ -245,10 +277,13 @@ def _restore_dataset(spec: JobSpec, retry_failed: bool, overwrite: bool,
         "summary_uri": summary_uri(spec.output_uri), "seconds": round(wall, 3),
         "processed_this_run": processed,
         "throughput_images_per_s": round(processed / wall, 3) if processed else 0.0,
+        "run_id": lease.run_id, "lease_uri": lease.uri,
         "retry_failed": retry_failed, "overwrite": overwrite, "failed_shards": failures,
+        "damaged_manifests": [asdict(d) for d in damaged],
         "shard_results": results, "spec": spec.model_dump(mode="json", exclude={"storage_options"}),
     })
-    summary["shards"].update({"run": len(work), "skipped": skipped, "failed": len(failures)})
+    summary["shards"].update({"run": len(work), "skipped": skipped, "failed": len(failures),
+                              "damaged": len(damaged)})
     fs, path = open_fs(summary_uri(spec.output_uri), spec.storage_options)
     write_atomic(fs, path, json.dumps(summary, indent=1, default=str).encode())
     create_markdown_artifact(markdown=markdown_summary(summary), key="restora-summary",

@@ -2,7 +2,8 @@
 
 Only what Restora wrote goes: every manifest under ``manifests/``, the images/inputs/masks its
 rows name, and the ``plan/`` and ``preview/`` folders, ``summary.json`` and ``preview.png``.
-Other files under the output prefix stay. Each manifest (the commit marker) is deleted before
+Other files under the output prefix stay, and so does ``damaged/``: a manifest that cannot be
+read is moved there (the files it named are unknown) rather than deleted. Each manifest (the commit marker) is deleted before
 the files it names, so an interrupted clean-up never leaves a manifest pointing at missing
 images.
 """
@@ -12,6 +13,9 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
+import pyarrow as pa
+
+from .damaged import move_aside
 from .manifest import manifest_dir, read_manifest
 from .storage import full_uri, is_object_store, join, list_files, open_fs
 
@@ -56,9 +60,18 @@ def remove_previous_outputs(output_uri: str, storage_options: dict[str, Any] | N
     mfs, mroot = open_fs(manifest_dir(output_uri), storage_options)
     manifests = [posixpath.join(mroot, rel) for rel in list_files(mfs, mroot, (".parquet",))]
     removed_files = 0
+    damaged = 0
     for path in manifests:
-        outputs = read_manifest(full_uri(mfs, path), storage_options,
-                                columns=["output_uri"])["output_uri"].to_pylist()
+        uri = full_uri(mfs, path)
+        try:
+            outputs = read_manifest(uri, storage_options, columns=["output_uri"])["output_uri"]
+        except (pa.ArrowException, OSError, ValueError, KeyError) as exc:
+            # Unreadable: the files it named are unknown; keep it, out of manifests/, for a person.
+            move_aside(uri, output_uri, posixpath.basename(path).removesuffix(".parquet"),
+                       f"{type(exc).__name__}: {exc}", storage_options)
+            damaged += 1
+            continue
+        outputs = outputs.to_pylist()
         rels = [u[len(images_prefix):] for u in outputs if u and u.startswith(images_prefix)]
         mfs.rm_file(path)
         targets = [posixpath.join(root, tree, rel) for rel in rels for tree in _IMAGE_TREES]
@@ -70,4 +83,4 @@ def remove_previous_outputs(output_uri: str, storage_options: dict[str, Any] | N
     _remove(fs, [posixpath.join(root, name) for name in _RUN_FILES])
     for tree in (*_IMAGE_TREES, "manifests"):
         _prune_empty_folders(fs, posixpath.join(root, tree))
-    return {"manifests": len(manifests), "files": removed_files}
+    return {"manifests": len(manifests) - damaged, "files": removed_files, "damaged": damaged}

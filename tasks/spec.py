@@ -67,6 +67,9 @@ class JobSpec(BaseModel):
     max_inflight_batches: int = Field(4, ge=1, description="per shard; bounds memory")
     max_concurrent_shards: int = Field(2, ge=1)
     max_pixels: int = Field(50_000_000, ge=1, description="decompression-bomb cap per image")
+    max_row_group_bytes: int = Field(
+        1 << 30, ge=1, description="cap on the uncompressed bytes a Parquet row group declares "
+        "for the columns read; rows of a larger group are error rows")
     save_inputs: bool = False
     precision: Precision = Field(
         "auto", description="network precision: auto = the device's entry in "

@@ -90,6 +90,8 @@ def markdown_summary(summary: dict[str, Any]) -> str:
             ("throughput (images/s)", summary.get("throughput_images_per_s")),
             ("wall time (s)", summary.get("seconds")),
             ("config hash", summary.get("config_hash")), ("output", summary.get("output_uri"))]
+    rows += [(f"damaged manifest moved aside: {d['shard_id']}", f"{d['moved_to']} ({d['reason']})")
+             for d in summary.get("damaged_manifests", [])]
     rows += [(f"mean {k}", v) for k, v in summary["metric_means"].items() if v is not None]
     rows += [(f"errors: {k}", v) for k, v in summary["errors_by_cause"].items()]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in rows]

@@ -18,8 +18,18 @@ if TYPE_CHECKING:
     from ..spec import JobSpec
 
 
-def _parquet_rows(uri: str, rows: list[int], spec: JobSpec) -> list[dict[str, Any]]:
-    """The requested rows of a Parquet shard as dicts (only the columns the job uses)."""
+def _declared_bytes(pf: pq.ParquetFile, group: int, columns: list[str]) -> int:
+    """Uncompressed bytes row group ``group`` declares for ``columns`` (from the footer only)."""
+    meta = pf.metadata.row_group(group)
+    chunks = (meta.column(i) for i in range(meta.num_columns))
+    return sum(c.total_uncompressed_size for c in chunks
+               if c.path_in_schema.split(".", 1)[0] in columns)
+
+
+def _parquet_rows(uri: str, rows: list[int], spec: JobSpec) -> list[dict[str, Any] | ImageError]:
+    """The requested rows of a Parquet shard as dicts (only the columns the job uses); a row of a
+    row group that declares more than ``spec.max_row_group_bytes`` is an ImageError instead, found
+    from the footer before anything is decompressed."""
     fs, path = open_fs(uri, spec.storage_options)
     with fs.open(path, "rb") as handle:
         # pyarrow 26 threads reading a Python file object can abort the process at exit.
@@ -33,14 +43,24 @@ def _parquet_rows(uri: str, rows: list[int], spec: JobSpec) -> list[dict[str, An
         bad = [r for r in rows if r < 0 or r >= sum(sizes)]
         if bad:
             raise ValueError(f"rows {bad[:5]} are outside the {sum(sizes)} rows of '{uri}'")
-        groups = sorted(set(group_of.values()))
+        oversize = {}
+        for g in sorted(set(group_of.values())):
+            declared = _declared_bytes(pf, g, wanted)
+            if declared > spec.max_row_group_bytes:
+                oversize[g] = ImageError(
+                    "too-large", f"row group {g} of '{uri}' declares {declared} bytes "
+                    f"uncompressed, over the cap of {spec.max_row_group_bytes}")
+        groups = sorted(set(group_of.values()) - set(oversize))
         at, acc = {}, 0
         for g in groups:
             at[g] = acc
             acc += sizes[g]
-        table = pa.concat_tables([pf.read_row_group(g, columns=wanted, use_threads=False) for g in groups])
-        index = [at[group_of[r]] + r - starts[group_of[r]] for r in rows]
-        return table.take(pa.array(index, type=pa.int64())).to_pylist()
+        table = pa.concat_tables([pf.read_row_group(g, columns=wanted, use_threads=False)
+                                  for g in groups]) if groups else None
+        kept = [r for r in rows if group_of[r] not in oversize]
+        index = [at[group_of[r]] + r - starts[group_of[r]] for r in kept]
+        records = iter(table.take(pa.array(index, type=pa.int64())).to_pylist() if kept else [])
+        return [oversize[group_of[r]] if group_of[r] in oversize else next(records) for r in rows]
 
 
 def _cell_bytes(value: Any, file_uri: str, spec: JobSpec, what: str) -> bytes | None:
@@ -93,6 +113,9 @@ class ParquetReader:
         """Read the batch's rows in one pass over their row groups."""
         file_uri = request["file"]
         for r, rec in zip(request["rows"], _parquet_rows(file_uri, request["rows"], spec)):
+            if isinstance(rec, ImageError):
+                yield SourceRow(str(r), f"{file_uri}#row={r}", error=rec)
+                continue
             has_mask = rec.get(spec.mask_column) is not None
             row = SourceRow(rec.get(spec.id_column, str(r)), f"{file_uri}#row={r}",
                             f"{file_uri}#row={r}&column={spec.mask_column}" if has_mask else None)

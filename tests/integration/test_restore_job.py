@@ -185,7 +185,8 @@ def test_rerun_skips_committed_shards_retry_failed_redoes_errors_overwrite_redoe
     # A new file in the input does not change the stored plan.
     (src / "img9.png").write_bytes(png(imgs[0]))
     again = pipeline(spec=spec)
-    assert again["shards"] == {"total": 2, "committed": 2, "run": 0, "skipped": 2, "failed": 0}
+    assert again["shards"] == {"total": 2, "committed": 2, "run": 0, "skipped": 2, "failed": 0,
+                               "damaged": 0}
     assert {p.name: p.stat().st_mtime_ns for p in manifests.iterdir()} == stamp
 
     (src / "img3.png").write_bytes(png(imgs[3]))

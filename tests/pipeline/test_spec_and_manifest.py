@@ -155,7 +155,7 @@ def test_a_rerun_reruns_shards_of_an_older_schema_and_refuses_newer_ones(tmp_pat
     pq.write_table(pq.read_table(uris[1]).replace_schema_metadata(
         {b"restora.config_hash": info.config_hash.encode()}), uris[1])  # same hash, old schema
     for retry_failed in (False, True):
-        work, skipped = shards_to_run(plan, spec, info, retry_failed=retry_failed, overwrite=False)
+        work, skipped, _ = shards_to_run(plan, spec, info, retry_failed=retry_failed, overwrite=False)
         assert [(s.shard_id, redo) for s, redo in work] == [("shard-00001", None),
                                                              ("shard-00002", None)]
         assert skipped == 1
