@@ -66,7 +66,8 @@ _SPEC_FLAGS = {  # flag dest -> JobSpec field
     "shard_size": "shard_size", "num_actors": "num_actors", "cpus_per_actor": "cpus_per_actor",
     "gpus_per_actor": "gpus_per_actor", "max_pixels": "max_pixels",
     "lpips_weights": "lpips_weights", "max_concurrent_shards": "max_concurrent_shards",
-    "precision": "precision",
+    "precision": "precision", "samples": "samples", "estimate": "estimate",
+    "uncertainty_threshold": "uncertainty_threshold",
 }
 
 
@@ -102,6 +103,15 @@ def _add_spec_arguments(p: argparse.ArgumentParser) -> None:
                    help="network precision (auto: bf16 autocast on GPUs, fp32 on CPUs)")
     p.add_argument("--save-inputs", action="store_true", default=None,
                    help="also write the degraded input and mask beside each output")
+    p.add_argument("--samples", type=int, metavar="K",
+                   help="samples per image (default 1); K > 1 records their spread per row")
+    p.add_argument("--estimate", choices=["mean", "median", "sample"],
+                   help="output for K > 1: per-pixel mean (default), median, or sample 0")
+    p.add_argument("--save-uncertainty", action="store_true", default=None,
+                   help="write each per-pixel std as a 16-bit PNG under uncertainty/ "
+                        "(value/65535 = std on the [-1, 1] scale)")
+    p.add_argument("--uncertainty-threshold", type=float, metavar="STD",
+                   help="flag rows whose uncertainty_mean exceeds STD as 'uncertain'")
     p.add_argument("--endpoint-url", help="S3 endpoint (e.g. http://127.0.0.1:9000)")
     p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
                    help="fsspec storage option (repeat)")
@@ -134,6 +144,8 @@ def spec_from_args(args: argparse.Namespace):
                                  **_pairs(args.method_param, "--method-param")}
     if args.save_inputs:
         data["save_inputs"] = True
+    if getattr(args, "save_uncertainty", None):
+        data["save_uncertainty"] = True
     options = {**data.get("storage_options", {}), **_pairs(args.storage_option, "--storage-option")}
     if args.endpoint_url:
         options["endpoint_url"] = args.endpoint_url
@@ -191,6 +203,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         print("errors by cause: " + ", ".join(f"{k}={v}" for k, v in summary["errors_by_cause"].items()))
     means = {k: round(v, 4) for k, v in summary["metric_means"].items() if v is not None}
     print(f"metric means: {means}")
+    if summary.get("flags"):
+        print("flags: " + ", ".join(f"{k}={v}" for k, v in sorted(summary["flags"].items())))
     print(f"images:    {summary['images_dir']}")
     print(f"manifests: {summary['manifests_dir']}")
     print(f"summary:   {summary['summary_uri']}")

@@ -3,8 +3,11 @@
 # No `from __future__ import annotations` here: Prefect builds the flow's parameter model from
 # real annotations when a deployment loads this module by entrypoint.
 import base64
+import heapq
 import io
+import itertools
 import json
+import posixpath
 import time
 from typing import Any
 
@@ -15,6 +18,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
+    create_table_artifact,
     update_progress_artifact,
 )
 from prefect.runtime import flow_run
@@ -33,6 +37,8 @@ from .ray_runtime import ray_connection
 
 SUMMARY_NAME = "summary.json"
 GRID_NAME = "preview.png"
+UNCERTAIN_GRID_NAME = "most_uncertain.png"
+MOST_UNCERTAIN = 8  # rows in the most-uncertain table and preview
 
 
 def summary_uri(output_uri: str) -> str:
@@ -94,16 +100,9 @@ def _run_shards(work: list[tuple[ShardPlan, list[str] | None]], spec: JobSpec, i
     return results, failures
 
 
-def _grid_png(spec: JobSpec, rows: list[dict[str, Any]]) -> bytes | None:
-    """Before/after grid: per sample, the input (left) beside the restored image (right)."""
-    tiles = []
-    for row in rows:
-        pair = []
-        for key in ("before", "after"):
-            fs, path = open_fs(row[key], spec.storage_options)
-            img = Image.open(io.BytesIO(fs.cat_file(path))).convert("RGB")
-            pair.append(np.asarray(img.resize((64, 64), Image.Resampling.NEAREST)))
-        tiles.append(np.concatenate([pair[0], np.full((64, 4, 3), 255, np.uint8), pair[1]], axis=1))
+def _pairs_png(pairs: list[tuple[np.ndarray, np.ndarray]]) -> bytes | None:
+    """Rows of (left, right) 64x64 RGB tiles as one PNG, white gaps between them."""
+    tiles = [np.concatenate([a, np.full((64, 4, 3), 255, np.uint8), b], axis=1) for a, b in pairs]
     if not tiles:
         return None
     sep = np.full((4, tiles[0].shape[1], 3), 255, np.uint8)
@@ -113,10 +112,56 @@ def _grid_png(spec: JobSpec, rows: list[dict[str, Any]]) -> bytes | None:
     return buf.getvalue()
 
 
+def _grid_png(spec: JobSpec, rows: list[dict[str, Any]]) -> bytes | None:
+    """Before/after grid: per sample, the input (left) beside the restored image (right)."""
+    return _pairs_png([(_png_tile(spec, row["before"]), _png_tile(spec, row["after"]))
+                       for row in rows])
+
+
+def _png_tile(spec: JobSpec, uri: str, scale_16bit: bool = False) -> np.ndarray:
+    fs, path = open_fs(uri, spec.storage_options)
+    img = Image.open(io.BytesIO(fs.cat_file(path)))
+    if scale_16bit:  # an uncertainty map: stretch to its own maximum so it is visible
+        arr = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray((255 * arr / max(arr.max(), 1.0)).astype(np.uint8))
+    return np.asarray(img.convert("RGB").resize((64, 64), Image.Resampling.NEAREST))
+
+
+def _uncertain_grid_png(spec: JobSpec, rows: list[dict[str, Any]]) -> bytes | None:
+    """Per row, the restored image (left) beside its uncertainty map (right, own scale)."""
+    pairs = []
+    for row in rows:
+        if row.get("output_uri"):
+            rel = posixpath.relpath(row["output_uri"], join(spec.output_uri, "images"))
+            pairs.append((_png_tile(spec, row["output_uri"]),
+                          _png_tile(spec, join(spec.output_uri, "uncertainty", rel),
+                                    scale_16bit=True)))
+    return _pairs_png(pairs)
+
+
+def _report_most_uncertain(spec: JobSpec, rows: list[dict[str, Any]]) -> None:
+    """Table artifact of the most uncertain rows and, with saved maps, their preview."""
+    create_table_artifact(table=rows, key="restora-most-uncertain",
+                          description=f"the {len(rows)} rows with the highest uncertainty_mean")
+    grid = _uncertain_grid_png(spec, rows) if spec.save_uncertainty else None
+    if grid:
+        fs, path = open_fs(join(spec.output_uri, UNCERTAIN_GRID_NAME), spec.storage_options)
+        write_atomic(fs, path, grid)
+        encoded = base64.b64encode(grid).decode()
+        create_markdown_artifact(
+            markdown="## Most uncertain restorations\n\n"
+                     f"![restored and uncertainty](data:image/png;base64,{encoded})\n",
+            key="restora-uncertain-preview",
+            description="restored (left) and per-pixel std (right, scaled to its maximum)")
+
+
 def build_summary(plan: Plan, spec: JobSpec, info: RunInfo) -> tuple[dict[str, Any], list[dict]]:
-    """Fold every committed manifest into the run summary; also pick a few grid samples."""
+    """Fold every committed manifest into the run summary; also pick a few grid samples and,
+    with several samples per image, the most uncertain rows (``summary["most_uncertain"]``)."""
     acc = SummaryAccumulator()
     samples: list[dict[str, Any]] = []
+    uncertain: list[tuple[float, int, dict[str, Any]]] = []  # a bounded min-heap
+    order = itertools.count()  # breaks ties without comparing rows
     committed = 0
     for shard in plan.shards:
         uri = manifest_uri(spec.output_uri, shard.shard_id)
@@ -124,13 +169,23 @@ def build_summary(plan: Plan, spec: JobSpec, info: RunInfo) -> tuple[dict[str, A
             continue
         committed += 1
         table = read_manifest(uri, spec.storage_options,
-                              columns=[*SUMMARY_COLUMNS, "source_uri", "output_uri"])
+                              columns=[*SUMMARY_COLUMNS, "source_uri", "output_uri",
+                                       "uncertainty_p95"])
         acc.add(table)
+        if spec.samples > 1:
+            for row in table.select(["id", "output_uri", "uncertainty_mean", "uncertainty_p95",
+                                     "flag"]).to_pylist():
+                if row["uncertainty_mean"] is not None:
+                    heapq.heappush(uncertain, (row["uncertainty_mean"], next(order), row))
+                    if len(uncertain) > MOST_UNCERTAIN:
+                        heapq.heappop(uncertain)
         if len(samples) < 4 and shard.kind == "images":
             for row in table.filter(pc.equal(table["status"], "ok")).slice(0, 4 - len(samples)).to_pylist():
                 samples.append({"before": row["source_uri"], "after": row["output_uri"]})
     summary = acc.result()
     summary["shards"] = {"total": len(plan.shards), "committed": committed}
+    if spec.samples > 1:
+        summary["most_uncertain"] = [row for _, _, row in sorted(uncertain, reverse=True)]
     return summary, samples
 
 
@@ -184,6 +239,8 @@ def restore_dataset(spec: JobSpec, retry_failed: bool = False, overwrite: bool =
     logger.info("summary artifact restora-summary: %d ok, %d error of %d images; %s",
                 summary["images"]["ok"], summary["images"]["error"], summary["images"]["total"],
                 summary_uri(spec.output_uri))
+    if summary.get("most_uncertain"):
+        _report_most_uncertain(spec, summary["most_uncertain"])
     grid = _grid_png(spec, samples) if samples else None
     if grid:
         gfs, gpath = open_fs(join(spec.output_uri, GRID_NAME), spec.storage_options)

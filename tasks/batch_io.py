@@ -21,7 +21,15 @@ import pyarrow.parquet as pq
 
 from restora_core.seeding import image_seed
 
-from .decode import ImageError, decode_image, decode_mask, encode_mask_png, encode_png, safe_id
+from .decode import (
+    ImageError,
+    decode_image,
+    decode_mask,
+    encode_mask_png,
+    encode_png,
+    encode_std_png,
+    safe_id,
+)
 from .manifest import MANIFEST_COLUMNS, params_json
 from .spec import JobSpec, RunInfo
 from .storage import is_transient_storage_error, join, open_fs, write_atomic
@@ -211,6 +219,9 @@ def write_batch(batch: dict[str, np.ndarray], spec: JobSpec, info: RunInfo) -> d
                     if batch["obs_mask"][i] is not None:
                         write_atomic(fs, posixpath.join(root, "masks", rel),
                                      encode_mask_png(batch["obs_mask"][i]))
+                if spec.save_uncertainty and batch["uncertainty_map"][i] is not None:
+                    write_atomic(fs, posixpath.join(root, "uncertainty", rel),
+                                 encode_std_png(batch["uncertainty_map"][i]))
         end = time.time()
         row = {
             "id": batch["id"][i] or f"<invalid id #{i}>", "source_uri": batch["source_uri"][i],
@@ -218,14 +229,16 @@ def write_batch(batch: dict[str, np.ndarray], spec: JobSpec, info: RunInfo) -> d
             "error": error, "task": spec.task, "task_params": batch["task_params"][i],
             "method": spec.method, "steps": ran["steps"], "corrections": ran.get("corrections", 0),
             "method_params": params_json(ran),
-            "nfe": batch["nfe"][i] if status == "ok" else None, "seed": int(batch["seed"][i]),
+            "nfe": batch["nfe"][i] if status == "ok" else None, "samples": spec.samples,
+            "flag": batch["flag"][i] if status == "ok" else None, "seed": int(batch["seed"][i]),
             "model_id": info.model_id, "config_hash": info.config_hash,
             "width": batch["width"][i], "height": batch["height"][i],
             "seconds": end - float(batch["start_time"][i]),
             "worker_node": batch["worker_node"][i], "device": batch["device"][i],
             "start_time": float(batch["start_time"][i]), "end_time": end,
         }
-        for metric in ("known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips"):
+        for metric in ("known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips",
+                       "uncertainty_mean", "uncertainty_p95"):
             row[metric] = batch[metric][i] if status == "ok" else None
         for k, v in row.items():
             cols[k].append(v)

@@ -16,7 +16,8 @@ from .storage import join, open_fs, write_atomic
 _TS = pa.timestamp("us", tz="UTC")
 
 # One row per input image. Nullable columns are null where they do not apply (an error row has no
-# output_uri, nfe or metrics; psnr/ssim/psnr_hole/lpips only exist when inputs are clean references).
+# output_uri, nfe or metrics; psnr/ssim/psnr_hole/lpips only exist when inputs are clean references;
+# uncertainty_* only with samples > 1, flag only with an uncertainty threshold).
 MANIFEST_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),
     pa.field("source_uri", pa.string(), nullable=False),
@@ -30,7 +31,8 @@ MANIFEST_SCHEMA = pa.schema([
     pa.field("steps", pa.int32(), nullable=False),
     pa.field("corrections", pa.int32(), nullable=False),
     pa.field("method_params", pa.string(), nullable=False),  # JSON: every parameter as it ran
-    pa.field("nfe", pa.int32()),
+    pa.field("nfe", pa.int32()),  # of one sample: an image cost samples * nfe
+    pa.field("samples", pa.int32(), nullable=False),
     pa.field("seed", pa.int64(), nullable=False),
     pa.field("model_id", pa.string(), nullable=False),
     pa.field("config_hash", pa.string(), nullable=False),
@@ -42,6 +44,11 @@ MANIFEST_SCHEMA = pa.schema([
     pa.field("ssim", pa.float64()),
     pa.field("psnr_hole", pa.float64()),
     pa.field("lpips", pa.float64()),
+    # With samples > 1: the per-pixel std of the samples ([-1, 1] scale) over the missing
+    # pixels (all pixels for denoising), its mean and 95th percentile; flag against the threshold.
+    pa.field("uncertainty_mean", pa.float64()),
+    pa.field("uncertainty_p95", pa.float64()),
+    pa.field("flag", pa.string()),
     pa.field("seconds", pa.float64(), nullable=False),
     pa.field("worker_node", pa.string()),
     pa.field("device", pa.string()),
@@ -49,7 +56,8 @@ MANIFEST_SCHEMA = pa.schema([
     pa.field("end_time", _TS, nullable=False),
 ])
 MANIFEST_COLUMNS = tuple(MANIFEST_SCHEMA.names)
-_FLOAT_COLUMNS = ("known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips")
+_FLOAT_COLUMNS = ("known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips",
+                  "uncertainty_mean", "uncertainty_p95")
 META_CONFIG_HASH = b"restora.config_hash"
 META_SHARD_ID = b"restora.shard_id"
 

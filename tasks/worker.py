@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from restora_core import load_prior, restore
-from restora_core.metrics import consistency, psnr, psnr_hole, ssim
+from restora_core.metrics import consistency, psnr, psnr_hole, ssim, uncertainty_summary
 from restora_core.metrics.lpips import LPIPS_MIN_SIZE
 from restora_core.noise import generators_for_seeds
 from restora_core.observations import make_observation, simulate_observation
@@ -27,7 +27,8 @@ from restora_core.seeding import image_seed
 from .batch_io import object_array
 from .spec import JobSpec, RunInfo
 
-METRIC_COLUMNS = ("known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips")
+METRIC_COLUMNS = ("known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips",
+                  "uncertainty_mean", "uncertainty_p95")
 
 
 def _node_id() -> str:
@@ -82,8 +83,10 @@ class RestoreWorker:
         kwargs: dict[str, Any] = {}
         if obs[0].sigma is not None:
             kwargs["sigma"] = obs[0].sigma
+        # max_batch: K samples per image still run batch_size rows per network pass.
         result = restore(self.prior, y, mask, method=self.spec.method, task=self.spec.task,
-                         seed=[int(batch["seed"][i]) for i in rows], **kwargs,
+                         seed=[int(batch["seed"][i]) for i in rows], samples=self.spec.samples,
+                         estimate=self.spec.estimate, max_batch=self.spec.batch_size, **kwargs,
                          **self.spec.resolved_params)
         x = result.images.float().cpu()
         y_cpu = y.float().cpu()
@@ -91,6 +94,12 @@ class RestoreWorker:
         metrics = {"known_fraction": (torch.ones(len(rows)) if m_cpu is None
                                       else m_cpu.flatten(1).mean(1)),
                    "consistency": consistency(x, y_cpu, m_cpu)}
+        if result.std is not None:
+            std = result.std.float().cpu()
+            metrics["uncertainty_mean"], metrics["uncertainty_p95"] = uncertainty_summary(std, m_cpu)
+            if self.spec.save_uncertainty:
+                for k, i in enumerate(rows):
+                    out["uncertainty_map"][i] = std[k].mean(0).numpy()
         if self.spec.uses_references:
             ref = torch.from_numpy(np.stack([batch["image"][i] for i in rows])).float()
             if ref.shape == x.shape:
@@ -111,12 +120,16 @@ class RestoreWorker:
             for name, values in metrics.items():
                 value = float(values.reshape(-1)[k])
                 out[name][i] = value if np.isfinite(value) else np.nan
+            threshold = self.spec.uncertainty_threshold
+            if threshold is not None and np.isfinite(out["uncertainty_mean"][i]):
+                out["flag"][i] = "uncertain" if out["uncertainty_mean"][i] > threshold else "ok"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Restore every ``status == "ok"`` row; failures become error rows, never exceptions."""
         n = len(batch["id"])
         out: dict[str, Any] = {"restored": [None] * n, "observed": [None] * n,
-                               "obs_mask": [None] * n, "nfe": [None] * n}
+                               "obs_mask": [None] * n, "nfe": [None] * n, "flag": [None] * n,
+                               "uncertainty_map": [None] * n}
         for name in METRIC_COLUMNS:
             out[name] = [np.nan] * n
         status = list(batch["status"])
@@ -142,7 +155,8 @@ class RestoreWorker:
         result["status"] = object_array(status)
         result["error"] = object_array(error)
         for key, values in out.items():
-            result[key] = object_array(values) if key in ("restored", "observed", "obs_mask", "nfe") \
+            result[key] = object_array(values) if key in ("restored", "observed", "obs_mask", "nfe",
+                                                          "flag", "uncertainty_map") \
                 else np.asarray(values, dtype=np.float64)
         result["device"] = object_array([self.device] * n)
         result["worker_node"] = object_array([self.node] * n)
