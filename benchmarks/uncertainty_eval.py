@@ -20,7 +20,7 @@ from restora_core import restore
 from restora_core.metrics import LPIPS, lpips_available, psnr_hole, uncertainty_summary
 
 from .common import Context, eval_images, prior_under_test, write_section
-from .quality import LPIPS_PATH, SIGMA_Y, _metrics, _observe, biharmonic
+from .quality import LPIPS_PATH, SIGMA_Y, _figure, _metrics, _observe, biharmonic
 
 K_MAX = 16
 KS = (1, 2, 4, 8, 16)
@@ -110,45 +110,6 @@ def evaluate(name: str, count: int, k_max: int, ks: tuple[int, ...], steps: int,
     return rows, flag_rows, shown
 
 
-def _figure(path, panels: list[tuple[str, dict[str, torch.Tensor]]], k_max: int,
-            per_set: int = 4) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = ["input", "mean", "std", "error"]
-    cols = sum(min(per_set, shown["mean"].shape[0]) for _, shown in panels)
-    fig, axes = plt.subplots(len(labels), cols, figsize=(1.1 * cols + 1.2, 1.2 * len(labels)),
-                             squeeze=False)
-    c0 = 0
-    for name, shown in panels:
-        n = min(per_set, shown["mean"].shape[0])
-        for r, label in enumerate(labels):
-            for c in range(n):
-                ax = axes[r][c0 + c]
-                img = shown[label][c]
-                if label in ("std", "error"):  # one channel, own colour scale per row
-                    ax.imshow(img.mean(0).numpy(), cmap="magma", vmin=0,
-                              vmax=float(shown[label][:n].mean(1).max()))
-                else:
-                    arr = ((img.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
-                    ax.imshow(arr[..., 0] if arr.shape[-1] == 1 else arr, cmap="gray", vmin=0,
-                              vmax=1, interpolation="nearest")
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if r == 0 and c == 0:
-                    ax.set_title(name, fontsize=7, loc="left")
-                if c0 + c == 0:
-                    ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
-        c0 += n
-    fig.suptitle(f"box: input, mean of {k_max} samples, their std, |error of the mean|",
-                 fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 EVAL_NOTES = [
     ("Box inpainting (centred 8x8 hole at 32x32), sigma_y 0.01, Restora-Flow T=32 c=1 (94 NFE per "
      "sample). One run of K_max samples per image; 'mean of K' averages samples 0..K-1 and its "
@@ -178,7 +139,9 @@ def run_eval(ctx: Context) -> None:
         flags += f
         panels.append((name, shown))
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    _figure(ctx.out_dir / "uncertainty_eval.png", panels, cfg["k_max"])
+    _figure(ctx.out_dir / "uncertainty_eval.png", "box", panels,
+            labels=["input", "mean", "std", "error"], heat=("std", "error"),
+            title=f"box: input, mean of {cfg['k_max']} samples, their std, |error of the mean|")
     write_section(ctx, "uncertainty_eval",
                   f"Several samples on the shipped priors (box, K up to {cfg['k_max']})", rows,
                   extra_tables={"Does the spread find the bad restorations?": flags},
