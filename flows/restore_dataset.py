@@ -168,9 +168,11 @@ def build_summary(plan: Plan, spec: JobSpec, info: RunInfo) -> tuple[dict[str, A
         if manifest_config_hash(uri, spec.storage_options) is None:
             continue
         committed += 1
-        table = read_manifest(uri, spec.storage_options,
-                              columns=[*SUMMARY_COLUMNS, "source_uri", "output_uri",
-                                       "uncertainty_p95"])
+        table = read_manifest(uri, spec.storage_options)
+        # A manifest committed before a column existed lacks it (the hash of one sample per
+        # image did not change when the uncertainty columns came).
+        table = table.select([c for c in (*SUMMARY_COLUMNS, "source_uri", "output_uri",
+                                          "uncertainty_p95") if c in table.column_names])
         acc.add(table)
         if spec.samples > 1:
             for row in table.select(["id", "output_uri", "uncertainty_mean", "uncertainty_p95",

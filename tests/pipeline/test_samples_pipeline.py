@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 from PIL import Image
@@ -14,7 +15,7 @@ from PIL import Image
 from restora_core.metrics import uncertainty_summary
 from tasks.batch_io import load_batch, write_batch
 from tasks.decode import STD_PNG_SCALE
-from tasks.manifest import rows_to_table
+from tasks.manifest import MANIFEST_COLUMNS, rows_to_table
 from tasks.spec import JobSpecError, parse_spec
 from tasks.summary import markdown_summary, summarize
 from tasks.validate import validate_job
@@ -105,3 +106,23 @@ def test_one_sample_leaves_the_uncertainty_columns_empty(tmp_path, tiny_prior_pa
     assert table["samples"].to_pylist() == [1, 1, 1]
     assert table["uncertainty_mean"].null_count == 3 and table["flag"].null_count == 3
     assert not (tmp_path / "out" / "uncertainty").exists()
+
+
+def test_summary_reads_a_manifest_committed_before_the_uncertainty_columns(tmp_path):
+    from flows.restore_dataset import build_summary
+    from tasks.manifest import manifest_uri, write_manifest
+    from tasks.planning import Plan, ShardPlan
+    from tasks.spec import RunInfo
+
+    spec = parse_spec({**BASE, "output_uri": str(tmp_path / "out")})
+    old_columns = [c for c in MANIFEST_COLUMNS
+                   if c not in ("samples", "uncertainty_mean", "uncertainty_p95", "flag")]
+    row = {"id": "a", "source_uri": "/in/a.png", "output_uri": None, "status": "ok",
+           "known_fraction": 0.9, "seconds": 0.1}
+    table = pa.table({c: [row.get(c)] for c in old_columns})
+    write_manifest(table, manifest_uri(spec.output_uri, "shard-00000"), shard_id="shard-00000",
+                   config_hash="h")
+    plan = Plan(input_uri="/in", input_format="images", masks_uri=None,
+                shards=[ShardPlan("shard-00000", "parquet", 1)])
+    summary, _ = build_summary(plan, spec, RunInfo("m", "h", 1, 16))
+    assert summary["images"]["ok"] == 1 and summary["flags"] == {}
