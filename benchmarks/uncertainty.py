@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results[/quick])")
+    p.add_argument("--images", type=int, default=None,
+                   help="eval: images per evaluation set (default 16 digits, 10 photos; <= 64)")
     args = p.parse_args(argv)
     chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SECTIONS]
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if "eval" in chosen:
         from .uncertainty_eval import run_eval
 
-        run_eval(ctx)
+        run_eval(ctx, args.images)
     _join(out)
     return 0
 

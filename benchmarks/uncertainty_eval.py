@@ -13,6 +13,8 @@ import math
 import time
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from scipy import stats
 
@@ -52,10 +54,13 @@ def _flag_precision(unc: np.ndarray, err: np.ndarray, fit: np.ndarray,
             "recall": float(flagged[bad].mean()) if bad.any() else math.nan}
 
 
-def evaluate(name: str, count: int, k_max: int, ks: tuple[int, ...], steps: int,
-             lpips_net) -> tuple[list[dict], list[dict], dict[str, torch.Tensor]]:
-    """(rows per estimate, rows on the flag, images for the figure) for one evaluation set."""
+def evaluate(name: str, count: int, k_max: int, ks: tuple[int, ...], steps: int, lpips_net,
+             device: str = "cpu") -> tuple[list[dict], list[dict], list[dict],
+                                           dict[str, torch.Tensor]]:
+    """(rows per estimate, rows on the flag, rows per image, images for the figure) for one
+    evaluation set; the sampler runs on ``device``, the scoring on the CPU."""
     put = prior_under_test(name)
+    prior = put.prior.to(device)
     indices = _indices(count)
     ref = eval_images(name, indices)
     y, mask, _ = _observe("box", ref)
@@ -63,12 +68,12 @@ def evaluate(name: str, count: int, k_max: int, ks: tuple[int, ...], steps: int,
     common = {"method": "restora_flow", "task": "box", "steps": steps, "seed": seeds,
               "sigma_y": SIGMA_Y, "max_batch": 64}
     start = time.perf_counter()
-    single = restore(put.prior, y, mask, **common).images.float()
+    single = restore(prior, y, mask, **common).images.float().cpu()
     one_s = time.perf_counter() - start
     start = time.perf_counter()
-    many = restore(put.prior, y, mask, samples=k_max, return_samples=True, **common)
+    many = restore(prior, y, mask, samples=k_max, return_samples=True, **common)
     many_s = time.perf_counter() - start
-    stack = many.samples.float()
+    stack = many.samples.float().cpu()
     if (stack[:, 0] - single).abs().max() > 1e-3:
         raise RuntimeError("sample 0 differs from the single-sample restoration")
     rows = []
@@ -95,9 +100,13 @@ def evaluate(name: str, count: int, k_max: int, ks: tuple[int, ...], steps: int,
     err = _hole_rmse(mean, ref, mask).numpy()
     err_one = _hole_rmse(stack[:, 0], ref, mask).numpy()
     flag_rows = []
+    per_image = [{"dataset": name, "index": i, "hole_rmse_mean": float(a),
+                  "hole_rmse_one_sample": float(b)} for i, a, b in zip(indices, err, err_one)]
     for k in sorted({min(4, k_max), k_max}):
         sub = stack[:, :k]
         unc = uncertainty_summary(sub.std(1), mask)[0].numpy()
+        for row, u in zip(per_image, unc):
+            row[f"uncertainty_mean_k{k}"] = float(u)
         fit, test = np.arange(count) % 2 == 0, np.arange(count) % 2 == 1
         flag_rows.append({
             "dataset": name, "images": count, "uncertainty_from_k": k,
@@ -107,7 +116,7 @@ def evaluate(name: str, count: int, k_max: int, ks: tuple[int, ...], steps: int,
     std = stack.std(1)
     shown = {"input": torch.where(mask.bool(), y, torch.zeros_like(y)), "mean": mean,
              "std": std, "error": (mean - ref).abs(), "reference": ref}
-    return rows, flag_rows, shown
+    return rows, flag_rows, per_image, shown
 
 
 EVAL_NOTES = [
@@ -124,21 +133,30 @@ EVAL_NOTES = [
      "even-numbered images; precision and recall are measured on the odd-numbered ones. "
      "base_rate is the precision of flagging at random. With so few test images these are "
      "indications, not estimates."),
+    ("s_per_image is wall time on the machine above; the 'one sample' and K_max runs ran minutes "
+     "apart, under whatever load the shared machine had: compare costs by nfe_per_image."),
 ]
 
 
-def run_eval(ctx: Context) -> None:
-    """Write ``uncertainty_eval`` (table, flag table, figure)."""
+def run_eval(ctx: Context, images: int | None = None) -> None:
+    """Write ``uncertainty_eval`` (table, flag table, figure) and the per-image rows
+    (``uncertainty_eval_per_image.parquet``); ``images`` overrides the count per set (<= 64)."""
     start = time.perf_counter()
     cfg = QUICK if ctx.quick else {"k_max": K_MAX, "ks": KS, "steps": STEPS, "counts": COUNTS}
+    counts = {name: images for name in cfg["counts"]} if images else cfg["counts"]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     lpips_net = LPIPS(str(LPIPS_PATH)) if lpips_available(str(LPIPS_PATH)) else None
-    rows, flags, panels = [], [], []
-    for name, count in cfg["counts"].items():
-        r, f, shown = evaluate(name, count, cfg["k_max"], cfg["ks"], cfg["steps"], lpips_net)
+    rows, flags, per_image, panels = [], [], [], []
+    for name, count in counts.items():
+        r, f, p, shown = evaluate(name, count, cfg["k_max"], cfg["ks"], cfg["steps"], lpips_net,
+                                  device)
         rows += r
         flags += f
+        per_image += p
         panels.append((name, shown))
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(per_image),
+                   ctx.out_dir / "uncertainty_eval_per_image.parquet")
     _figure(ctx.out_dir / "uncertainty_eval.png", "box", panels,
             labels=["input", "mean", "std", "error"], heat=("std", "error"),
             title=f"box: input, mean of {cfg['k_max']} samples, their std, |error of the mean|")
