@@ -154,13 +154,16 @@ def _observe(task: str, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor |
 
 
 def _figure(path: Path, task: str, panels: list[tuple[str, dict[str, torch.Tensor]]],
-            count: int = 4) -> None:
+            count: int = 4, *, labels: list[str] | None = None, heat: tuple[str, ...] = (),
+            title: str | None = None) -> None:
+    """Rows ``labels`` (default: every key) by up to ``count`` images per panel; rows in ``heat``
+    are drawn as channel-mean heat maps on a scale of their own."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = list(panels[0][1])
+    labels = labels or list(panels[0][1])
     cols = sum(min(count, imgs["reference"].shape[0]) for _, imgs in panels)
     fig, axes = plt.subplots(len(labels), cols, figsize=(1.1 * cols + 1.6, 1.1 * len(labels)),
                              squeeze=False)
@@ -170,9 +173,13 @@ def _figure(path: Path, task: str, panels: list[tuple[str, dict[str, torch.Tenso
         for r, label in enumerate(labels):
             for c in range(n):
                 ax = axes[r][c0 + c]
-                img = ((imgs[label][c].clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
-                ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0,
-                          vmax=1, interpolation="nearest")
+                if label in heat:
+                    ax.imshow(imgs[label][c].mean(0).numpy(), cmap="magma", vmin=0,
+                              vmax=float(imgs[label][:n].mean(1).max()))
+                else:
+                    img = ((imgs[label][c].clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+                    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0,
+                              vmax=1, interpolation="nearest")
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if r == 0 and c == 0:
@@ -180,7 +187,7 @@ def _figure(path: Path, task: str, panels: list[tuple[str, dict[str, torch.Tenso
                 if c0 + c == 0:
                     ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
         c0 += n
-    fig.suptitle(f"{task}: each method at its published settings", fontsize=9)
+    fig.suptitle(title or f"{task}: each method at its published settings", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

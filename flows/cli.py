@@ -95,6 +95,10 @@ _SPEC_ARGS: dict[str, tuple[str, str | None, str]] = {
                                                "scores lpips with --inputs clean")),
     "precision": ("precision", None,
                   "network precision (auto: bf16 autocast on GPUs, fp32 on CPUs)"),
+    "samples": ("samples", "K", "samples per image; K > 1 records their spread per row"),
+    "estimate": ("estimate", None, "output for K > 1: per-pixel mean, median, or sample 0"),
+    "uncertainty_threshold": ("uncertainty_threshold", "STD",
+                              "flag rows whose uncertainty_mean exceeds STD as 'uncertain'"),
 }
 _SPEC_FLAGS = {dest: field for dest, (field, _, _) in _SPEC_ARGS.items()}
 _FIELD_FLAGS = {field: "--" + dest.replace("_", "-") for dest, field in _SPEC_FLAGS.items()}
@@ -139,6 +143,9 @@ def _add_spec_arguments(p: argparse.ArgumentParser) -> None:
                    help="method parameter, e.g. t0=0.1 (repeat; see `restora methods`)")
     p.add_argument("--save-inputs", action="store_true", default=None,
                    help="also write the degraded input and mask beside each output")
+    p.add_argument("--save-uncertainty", action="store_true", default=None,
+                   help="write each per-pixel std as a 16-bit PNG under uncertainty/ "
+                        "(value/65535 = std on the [-1, 1] scale)")
     p.add_argument("--endpoint-url", metavar="URL", help="S3 endpoint (e.g. http://127.0.0.1:9000)")
     p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
                    help="fsspec storage option, value as JSON (repeat)")
@@ -186,6 +193,8 @@ def spec_from_args(args: argparse.Namespace):
                                  **_pairs(args.method_param, "--method-param")}
     if args.save_inputs:
         data["save_inputs"] = True
+    if getattr(args, "save_uncertainty", None):
+        data["save_uncertainty"] = True
     options = {**data.get("storage_options", {}), **_pairs(args.storage_option, "--storage-option")}
     if args.endpoint_url:
         options["endpoint_url"] = args.endpoint_url
@@ -202,6 +211,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         print("errors by cause: " + ", ".join(f"{k}={v}" for k, v in summary["errors_by_cause"].items()))
     means = {k: round(v, 4) for k, v in summary["metric_means"].items() if v is not None}
     print(f"metric means: {means}")
+    if summary.get("flags"):
+        print("flags: " + ", ".join(f"{k}={v}" for k, v in sorted(summary["flags"].items())))
     print(f"images:    {summary['images_dir']}")
     print(f"manifests: {summary['manifests_dir']}")
     print(f"summary:   {summary['summary_uri']}")

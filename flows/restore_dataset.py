@@ -3,6 +3,9 @@
 # No `from __future__ import annotations` here: Prefect builds the flow's parameter model from
 # real annotations when a deployment loads this module by entrypoint.
 import base64
+import heapq
+import io
+import itertools
 import json
 import logging
 import posixpath
@@ -10,10 +13,13 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
+from PIL import Image
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
+    create_table_artifact,
     update_progress_artifact,
 )
 from prefect.exceptions import MissingContextError
@@ -47,6 +53,8 @@ GRID_NAME = "preview.png"
 # The progress artifact follows batches at most this often; the log gets a line this often.
 ARTIFACT_INTERVAL_S = 1.0
 LOG_INTERVAL_S = 15.0
+UNCERTAIN_GRID_NAME = "most_uncertain.png"
+MOST_UNCERTAIN = 8  # rows in the most-uncertain table and preview
 
 
 def summary_uri(output_uri: str) -> str:
@@ -194,18 +202,84 @@ def _preview_png(plan: Plan, spec: JobSpec) -> bytes | None:
     return preview_grid(strips)
 
 
+def _pairs_png(pairs: list[tuple[np.ndarray, np.ndarray]]) -> bytes | None:
+    """Rows of (left, right) 64x64 RGB tiles as one PNG, white gaps between them."""
+    tiles = [np.concatenate([a, np.full((64, 4, 3), 255, np.uint8), b], axis=1) for a, b in pairs]
+    if not tiles:
+        return None
+    sep = np.full((4, tiles[0].shape[1], 3), 255, np.uint8)
+    grid = np.concatenate([x for t in tiles for x in (t, sep)][:-1], axis=0)
+    buf = io.BytesIO()
+    Image.fromarray(grid).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _png_tile(spec: JobSpec, uri: str, scale_16bit: bool = False) -> np.ndarray:
+    fs, path = open_fs(uri, spec.storage_options)
+    img = Image.open(io.BytesIO(fs.cat_file(path)))
+    if scale_16bit:  # an uncertainty map: stretch to its own maximum so it is visible
+        arr = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray((255 * arr / max(arr.max(), 1.0)).astype(np.uint8))
+    return np.asarray(img.convert("RGB").resize((64, 64), Image.Resampling.NEAREST))
+
+
+def _uncertain_grid_png(spec: JobSpec, rows: list[dict[str, Any]]) -> bytes | None:
+    """Per row, the restored image (left) beside its uncertainty map (right, own scale)."""
+    pairs = []
+    for row in rows:
+        if row.get("output_uri"):
+            rel = posixpath.relpath(row["output_uri"], join(spec.output_uri, "images"))
+            pairs.append((_png_tile(spec, row["output_uri"]),
+                          _png_tile(spec, join(spec.output_uri, "uncertainty", rel),
+                                    scale_16bit=True)))
+    return _pairs_png(pairs)
+
+
+def _report_most_uncertain(spec: JobSpec, rows: list[dict[str, Any]]) -> None:
+    """Table artifact of the most uncertain rows and, with saved maps, their preview."""
+    create_table_artifact(table=rows, key="restora-most-uncertain",
+                          description=f"the {len(rows)} rows with the highest uncertainty_mean")
+    grid = _uncertain_grid_png(spec, rows) if spec.save_uncertainty else None
+    if grid:
+        fs, path = open_fs(join(spec.output_uri, UNCERTAIN_GRID_NAME), spec.storage_options)
+        write_atomic(fs, path, grid)
+        encoded = base64.b64encode(grid).decode()
+        create_markdown_artifact(
+            markdown="## Most uncertain restorations\n\n"
+                     f"![restored and uncertainty](data:image/png;base64,{encoded})\n",
+            key="restora-uncertain-preview",
+            description="restored (left) and per-pixel std (right, scaled to its maximum)")
+
+
 def build_summary(plan: Plan, spec: JobSpec, info: RunInfo) -> dict[str, Any]:
-    """Fold every committed manifest into the run summary."""
+    """Fold every committed manifest into the run summary; with several samples per image, also
+    the most uncertain rows (``summary["most_uncertain"]``)."""
     acc = SummaryAccumulator()
+    uncertain: list[tuple[float, int, dict[str, Any]]] = []  # a bounded min-heap
+    order = itertools.count()  # breaks ties without comparing rows
     committed = 0
     for shard in plan.shards:
         uri = manifest_uri(spec.output_uri, shard.shard_id)
         if manifest_config_hash(uri, spec.storage_options) is None:
             continue
         committed += 1
-        acc.add(read_manifest(uri, spec.storage_options, columns=SUMMARY_COLUMNS))
+        columns = list(SUMMARY_COLUMNS)
+        if spec.samples > 1:
+            columns += [c for c in ("output_uri", "uncertainty_mean", "uncertainty_p95")
+                        if c not in columns]
+        table = read_manifest(uri, spec.storage_options, columns=columns)
+        acc.add(table.select(list(SUMMARY_COLUMNS)))
+        if spec.samples > 1:
+            for row in table.select(["id", "output_uri", "uncertainty_mean", "uncertainty_p95",
+                                     "flag"]).to_pylist():
+                if row["uncertainty_mean"] is not None:
+                    heapq.heappush(uncertain, (row["uncertainty_mean"], next(order), row))
+                    if len(uncertain) > MOST_UNCERTAIN:
+                        heapq.heappop(uncertain)
     summary = acc.result()
     summary["shards"] = {"total": len(plan.shards), "committed": committed}
+    if spec.samples > 1:
+        summary["most_uncertain"] = [row for _, _, row in sorted(uncertain, reverse=True)]
     return summary
 
 
@@ -291,6 +365,8 @@ def _restore_dataset(spec: JobSpec, info: RunInfo, lease: OutputLease, retry_fai
     logger.info("summary artifact restora-summary: %d ok, %d error of %d images; %s",
                 summary["images"]["ok"], summary["images"]["error"], summary["images"]["total"],
                 summary_uri(spec.output_uri))
+    if summary.get("most_uncertain"):
+        _report_most_uncertain(spec, summary["most_uncertain"])
     grid = _preview_png(plan, spec)
     if grid:
         gfs, gpath = open_fs(join(spec.output_uri, GRID_NAME), spec.storage_options)

@@ -11,16 +11,24 @@ import torch
 from .noise import generators_for_seeds
 from .observations import DEFAULT_DENOISE_SIGMA, DEFAULT_SIGMA_Y
 from .priors import Prior
-from .samplers import METHODS, get_method, params_dict
-from .seeding import image_seed
+from .samplers import METHODS, Method, get_method, params_dict
+from .seeding import image_seed, sample_seed
 
-__all__ = ["METHODS", "RestoreResult", "method_nfe", "restore"]
+__all__ = ["ESTIMATES", "METHODS", "RestoreResult", "method_nfe", "restore"]
+
+ESTIMATES = ("mean", "sample", "median")
 
 
 @dataclass(frozen=True)
 class RestoreResult:
-    """Restored ``images`` (B, C, H, W) in [-1, 1], the network evaluations ``nfe`` they cost and
-    the parameters that ran (``params``; ``steps`` and ``corrections`` repeated for convenience)."""
+    """Restored ``images`` (B, C, H, W) in [-1, 1], the network evaluations ``nfe`` one sample
+    cost and the parameters that ran (``params``; ``steps`` and ``corrections`` repeated).
+
+    With ``num_samples`` K > 1, ``images`` is the per-pixel ``estimate`` over the K samples,
+    ``mean`` and ``std`` (sample std, K - 1 in the denominator) are per pixel, (B, C, H, W), and
+    ``samples`` (B, K, C, H, W) is kept when asked for. An image's K samples cost K * ``nfe``
+    evaluations. With K = 1, ``mean`` is ``images`` and ``std`` is None (one draw has no spread).
+    """
 
     images: torch.Tensor
     nfe: int
@@ -29,6 +37,11 @@ class RestoreResult:
     corrections: int
     params: dict[str, Any]
     task: str | None = None
+    num_samples: int = 1
+    estimate: str = "mean"
+    mean: torch.Tensor | None = None
+    std: torch.Tensor | None = None
+    samples: torch.Tensor | None = None
 
 
 def method_nfe(method: str, steps: int | None = None, corrections: int | None = None, *,
@@ -76,6 +89,27 @@ def _validate(prior_channels: int | None, prior_res: int | None, y: torch.Tensor
         raise ValueError("mask must be binary: 0 = missing, 1 = known")
 
 
+def _check_sampling(entry: Method, samples: int, estimate: str, max_batch: int | None) -> None:
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+    if estimate not in ESTIMATES:
+        raise ValueError(f"estimate must be one of {ESTIMATES}, got {estimate!r}")
+    if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int)
+                                  or max_batch < 1):
+        raise ValueError(f"max_batch must be an integer >= 1 or None, got {max_batch!r}")
+    if samples > 1 and not entry.stochastic:
+        raise ValueError(f"method '{entry.name}' is deterministic: its {samples} samples would "
+                         "be the same image, so samples > 1 adds nothing; use samples=1 or a "
+                         "stochastic method")
+
+
+def _median(stack: torch.Tensor) -> torch.Tensor:
+    # Per-pixel median over dim 1; the mean of the two middle values when K is even.
+    ordered = stack.sort(dim=1).values
+    k = stack.shape[1]
+    return 0.5 * (ordered[:, (k - 1) // 2] + ordered[:, k // 2])
+
+
 def restore(
     prior: Prior | Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     y: torch.Tensor,
@@ -86,6 +120,10 @@ def restore(
     seed: int | Sequence[int] = 0,
     sigma: float | None = None,
     sigma_y: float | None = None,
+    samples: int = 1,
+    estimate: str = "mean",
+    return_samples: bool = False,
+    max_batch: int | None = None,
     **params: Any,
 ) -> RestoreResult:
     """Restore a batch ``y: (B, C, H, W)`` in [-1, 1] with ``mask: (B, 1, H, W)`` (1 = known).
@@ -96,8 +134,16 @@ def restore(
     when ``task`` is None. Without a mask (or for ``task="denoise"``) every pixel is observed
     with Gaussian noise of std ``sigma``; otherwise the known pixels carry noise ``sigma_y``.
     ``seed`` is one int for the batch (image i gets a seed derived from it and i) or one per
-    image. Computation runs on the prior's device in ``y``'s dtype. Raises ``ValueError`` for bad
-    inputs or parameters and ``RuntimeError`` when the result is not finite.
+    image. Computation runs on the prior's device in ``y``'s dtype.
+
+    ``samples`` K draws each image K times, sample k from its own generator seeded with
+    ``sample_seed(image seed, k)`` (sample 0 is the plain restoration, so K = 1 is exactly the
+    single-sample result); the B*K rows share the sampler's batched network passes, at most
+    ``max_batch`` rows per pass (None: all B*K). ``estimate`` picks what ``images`` is: the
+    per-pixel ``"mean"`` of the K samples (the posterior-mean estimate), ``"median"``, or
+    ``"sample"`` (sample 0). ``return_samples`` keeps all samples in the result. A deterministic
+    method (``restora_flow_denoise``) refuses K > 1. Raises ``ValueError`` for bad inputs or
+    parameters and ``RuntimeError`` when the result is not finite.
     """
     if isinstance(prior, Prior):
         velocity, channels, res = prior.velocity, prior.channels, prior.resolution
@@ -107,6 +153,7 @@ def restore(
         raise TypeError(f"prior must be a Prior or a callable v(x, t), got {type(prior).__name__}")
     entry = get_method(method)
     chosen = entry.make_params(task, _given(params))
+    _check_sampling(entry, samples, estimate, max_batch)
     denoising = mask is None or entry.denoises(task)
     if denoising and entry.needs_mask:
         raise ValueError(f"method '{method}' needs a mask (B, 1, H, W), 1 = known pixel")
@@ -120,11 +167,35 @@ def restore(
     else:
         noise = DEFAULT_SIGMA_Y if sigma_y is None else sigma_y
         mask = mask.to(device=device, dtype=y.dtype).expand(y.shape[0], -1, -1, -1)
-    gens = generators_for_seeds(_seeds(seed, y.shape[0]), device)
-    x = entry.sample(velocity, y, mask, chosen, noise, gens)
-    if not torch.isfinite(x).all():
-        raise RuntimeError(f"{method} produced NaN/inf values: check the prior and the input range")
+    batch = y.shape[0]
+    seeds = [sample_seed(s, k) for s in _seeds(seed, batch) for k in range(samples)]
+    gens = generators_for_seeds(seeds, device)  # row i*K + k is sample k of image i
+    rows_y = y if samples == 1 else y.repeat_interleave(samples, dim=0)
+    rows_mask = mask if samples == 1 else mask.repeat_interleave(samples, dim=0)
+    chunk = len(seeds) if max_batch is None else max_batch
+    out = []
+    for start in range(0, len(seeds), chunk):
+        stop = start + chunk
+        x = entry.sample(velocity, rows_y[start:stop], rows_mask[start:stop], chosen, noise,
+                         gens[start:stop])
+        if not torch.isfinite(x).all():
+            raise RuntimeError(f"{method} produced NaN/inf values: check the prior and the input "
+                               "range")
+        out.append(x.clamp(-1.0, 1.0))
+    drawn = out[0] if len(out) == 1 else torch.cat(out)
+    stack = drawn.view(batch, samples, *drawn.shape[1:])
+    if samples == 1:
+        images, mean, std = drawn, drawn, None
+    else:
+        mean, std = stack.mean(dim=1), stack.std(dim=1, correction=1)
+        if estimate == "mean":
+            images = mean
+        elif estimate == "median":
+            images = _median(stack)
+        else:
+            images = stack[:, 0]
     used = params_dict(chosen)
-    return RestoreResult(images=x.clamp(-1.0, 1.0), nfe=entry.nfe(chosen, noise), method=method,
+    return RestoreResult(images=images, nfe=entry.nfe(chosen, noise), method=method,
                          steps=used["steps"], corrections=used.get("corrections", 0), params=used,
-                         task=task)
+                         task=task, num_samples=samples, estimate=estimate, mean=mean, std=std,
+                         samples=stack if return_samples else None)

@@ -20,7 +20,15 @@ import numpy as np
 
 from restora_core.seeding import image_seed
 
-from .decode import ImageError, decode_image, decode_mask, encode_mask_png, encode_png, safe_id
+from .decode import (
+    ImageError,
+    decode_image,
+    decode_mask,
+    encode_mask_png,
+    encode_png,
+    encode_std_png,
+    safe_id,
+)
 from .manifest import MANIFEST_COLUMNS, params_json
 from .preview import PREVIEW_ROWS, preview_relpath, preview_strip
 from .readers import SourceRow, get_reader
@@ -133,12 +141,16 @@ def write_batch(batch: dict[str, np.ndarray], spec: JobSpec, info: RunInfo) -> d
                                           batch["reference"][i])
                     write_atomic(fs, posixpath.join(root, preview_relpath(batch["shard_id"][i], i)),
                                  strip)
+                if spec.save_uncertainty and batch["uncertainty_map"][i] is not None:
+                    write_atomic(fs, posixpath.join(root, "uncertainty", rel),
+                                 encode_std_png(batch["uncertainty_map"][i]))
         end = time.time()
         row = {
             "id": batch["id"][i] or f"<invalid id #{i}>", "source_uri": batch["source_uri"][i],
             "mask_uri": batch["mask_uri"][i], "output_uri": output, "status": status,
             "error": error, "task": spec.task, "task_params": batch["task_params"][i],
-            "method": spec.method, "seed": int(batch["seed"][i]),
+            "method": spec.method, "samples": spec.samples,
+            "flag": batch["flag"][i] if status == "ok" else None, "seed": int(batch["seed"][i]),
             "model_id": info.model_id, "config_hash": info.config_hash,
             "width": batch["width"][i], "height": batch["height"][i],
             "seconds": end - float(batch["start_time"][i]),
@@ -147,7 +159,8 @@ def write_batch(batch: dict[str, np.ndarray], spec: JobSpec, info: RunInfo) -> d
         }
         # Sampler settings as the worker used them; an image that was not restored has none.
         for used in ("nfe", "steps", "corrections", "method_params",
-                     "known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips"):
+                     "known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips",
+                     "uncertainty_mean", "uncertainty_p95"):
             row[used] = batch[used][i] if status == "ok" else None
         for k, v in row.items():
             cols[k].append(v)

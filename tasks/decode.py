@@ -256,6 +256,18 @@ def encode_png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+STD_PNG_SCALE = 65535  # uncertainty PNG: pixel value / 65535 = std on the [-1, 1] scale
+
+
+def encode_std_png(std: np.ndarray) -> bytes:
+    """(H, W) per-pixel std on the [-1, 1] scale -> 16-bit gray PNG, value = std * 65535
+    (clipped to [0, 1]; a std of 1 is the widest spread of values in [-1, 1])."""
+    arr = np.clip(np.asarray(std, dtype=np.float64), 0.0, 1.0) * STD_PNG_SCALE
+    buf = io.BytesIO()
+    Image.fromarray(np.round(arr).astype(np.uint16)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def encode_mask_png(mask: np.ndarray) -> bytes:
     """(1, H, W) {0, 1} mask -> PNG with 0 = missing, 255 = known."""
     buf = io.BytesIO()

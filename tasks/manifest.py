@@ -18,7 +18,8 @@ _TS = pa.timestamp("us", tz="UTC")
 
 # One row per input image. Nullable columns are null where they do not apply (an error row has no
 # output_uri, sampler settings or metrics; psnr/ssim/psnr_hole/lpips only exist when inputs are
-# clean references). steps, corrections, nfe and method_params are what the sampler ran with.
+# clean references; uncertainty_* only with samples > 1, flag only with an uncertainty threshold).
+# steps, corrections, nfe and method_params are what the sampler ran with.
 MANIFEST_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),
     pa.field("source_uri", pa.string(), nullable=False),
@@ -32,7 +33,8 @@ MANIFEST_SCHEMA = pa.schema([
     pa.field("steps", pa.int32()),
     pa.field("corrections", pa.int32()),
     pa.field("method_params", pa.string()),  # JSON: every parameter as it ran
-    pa.field("nfe", pa.int32()),
+    pa.field("nfe", pa.int32()),  # of one sample: an image cost samples * nfe
+    pa.field("samples", pa.int32(), nullable=False),
     pa.field("seed", pa.int64(), nullable=False),
     pa.field("model_id", pa.string(), nullable=False),
     pa.field("config_hash", pa.string(), nullable=False),
@@ -44,6 +46,11 @@ MANIFEST_SCHEMA = pa.schema([
     pa.field("ssim", pa.float64()),
     pa.field("psnr_hole", pa.float64()),
     pa.field("lpips", pa.float64()),
+    # With samples > 1: the per-pixel std of the samples ([-1, 1] scale) over the missing
+    # pixels (all pixels for denoising), its mean and 95th percentile; flag against the threshold.
+    pa.field("uncertainty_mean", pa.float64()),
+    pa.field("uncertainty_p95", pa.float64()),
+    pa.field("flag", pa.string()),
     pa.field("seconds", pa.float64(), nullable=False),
     pa.field("worker_node", pa.string()),
     pa.field("device", pa.string()),
@@ -51,15 +58,17 @@ MANIFEST_SCHEMA = pa.schema([
     pa.field("end_time", _TS, nullable=False),
 ])
 MANIFEST_COLUMNS = tuple(MANIFEST_SCHEMA.names)
-_FLOAT_COLUMNS = ("known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips")
+_FLOAT_COLUMNS = ("known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips",
+                  "uncertainty_mean", "uncertainty_p95")
 META_CONFIG_HASH = b"restora.config_hash"
 META_SHARD_ID = b"restora.shard_id"
 META_SCHEMA_VERSION = b"restora.schema_version"
 # Version of MANIFEST_SCHEMA, stored in each file's metadata (README, "Manifest schema").
 #   1 (no key): steps, corrections (and method_params, when present) copied from the job spec.
 #   2: steps, corrections, method_params and nfe as the sampler ran them (null on error rows).
+#   3: samples, uncertainty_mean, uncertainty_p95 and flag (several samples per image).
 # Bump it with every change of the columns, and teach _upgrade how to read the old version.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class ManifestVersionError(ValueError):

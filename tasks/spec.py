@@ -10,12 +10,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from restora_core.restore import ESTIMATES
 from restora_core.runtime import Precision
 from restora_core.samplers import METHODS, get_method, methods_for_task, params_dict
 
 from .readers import reader_names
 
 Task = Literal["inpaint", "box", "random", "superres", "denoise"]
+Estimate = Literal[ESTIMATES]
 SizePolicy = Literal["error", "resize", "center-crop"]
 InputKind = Literal["observed", "clean"]
 
@@ -26,6 +28,8 @@ InputKind = Literal["observed", "clean"]
 # device kind, through config_hash's arguments.
 _HASHED_FIELDS = ("task", "task_params", "method", "seed", "prior", "prior_preset", "size_policy",
                   "max_pixels", "inputs", "lpips_weights")
+# Only with several samples per image: one sample restores the same pixels as before they existed.
+_SAMPLING_FIELDS = ("samples", "estimate", "uncertainty_threshold")
 
 
 class JobSpecError(ValueError):
@@ -51,6 +55,15 @@ class JobSpec(BaseModel):
     corrections: int | None = Field(None, ge=0, le=100,
                                     description="shorthand for method_params.corrections")
     seed: int = Field(0, ge=0)
+    samples: int = Field(1, ge=1, le=1024, description="samples per image; K > 1 writes their "
+                         "per-pixel estimate and records their spread (uncertainty_*, flag)")
+    estimate: Estimate = Field("mean", description="what the output is for samples > 1: the "
+                               "per-pixel mean, median, or the first sample")
+    save_uncertainty: bool = Field(False, description="write each image's per-pixel std as a "
+                                   "16-bit PNG under uncertainty/ (needs samples > 1)")
+    uncertainty_threshold: float | None = Field(
+        None, gt=0, description="uncertainty_mean above which a row's flag is 'uncertain' "
+        "(needs samples > 1; none: flag is null)")
     prior: str = "digits32"
     prior_preset: str | None = None
     size_policy: SizePolicy = "error"
@@ -113,6 +126,12 @@ class JobSpec(BaseModel):
             raise ValueError(f"method '{self.method}' does not do task '{self.task}'; methods "
                              f"for '{self.task}': {list(methods_for_task(self.task))}")
         self.resolved_params  # noqa: B018 - validates the parameters against the method
+        if self.samples > 1 and not get_method(self.method).stochastic:
+            raise ValueError(f"samples: method '{self.method}' is deterministic, so "
+                             f"{self.samples} samples would be the same image; use samples 1 or "
+                             f"a stochastic method for '{self.task}'")
+        if self.samples == 1 and (self.save_uncertainty or self.uncertainty_threshold is not None):
+            raise ValueError("samples: save_uncertainty and uncertainty_threshold need samples > 1")
         if self.input_uri == self.output_uri:
             raise ValueError("output_uri must differ from input_uri")
         return self
@@ -151,6 +170,8 @@ class JobSpec(BaseModel):
         payload: dict[str, Any] = {name: getattr(self, name) for name in _HASHED_FIELDS}
         payload.update(method_params=self.resolved_params, model_id=model_id, device=device,
                        precision=precision)
+        if self.samples > 1:
+            payload.update({name: getattr(self, name) for name in _SAMPLING_FIELDS})
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import pyarrow as pa
 
-METRICS = ("known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips", "seconds")
-SUMMARY_COLUMNS = ["id", "status", "error", "worker_node", "device", *METRICS]
+METRICS = ("known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips",
+           "uncertainty_mean", "seconds")
+SUMMARY_COLUMNS = ["id", "status", "error", "worker_node", "device", "flag", *METRICS]
 
 
 def error_cause(message: str | None) -> str:
@@ -32,6 +33,7 @@ class SummaryAccumulator:
         self.counts: dict[str, int] = dict.fromkeys(METRICS, 0)
         self.nodes: Counter[str] = Counter()
         self.devices: Counter[str] = Counter()
+        self.flags: Counter[str] = Counter()
         self.first_errors: list[dict[str, str]] = []
 
     def add(self, table: pa.Table) -> None:
@@ -43,6 +45,9 @@ class SummaryAccumulator:
                 self.ok += 1
                 self.nodes[cols.get("worker_node", [None] * table.num_rows)[i] or "?"] += 1
                 self.devices[cols.get("device", [None] * table.num_rows)[i] or "?"] += 1
+                flag = cols.get("flag", [None] * table.num_rows)[i]
+                if flag is not None:
+                    self.flags[flag] += 1
             else:
                 self.error += 1
                 self.causes[error_cause(cols["error"][i])] += 1
@@ -60,7 +65,8 @@ class SummaryAccumulator:
         return {"images": {"total": self.rows, "ok": self.ok, "error": self.error},
                 "errors_by_cause": dict(self.causes.most_common()),
                 "metric_means": means, "images_by_node": dict(self.nodes),
-                "images_by_device": dict(self.devices), "first_errors": self.first_errors}
+                "images_by_device": dict(self.devices), "flags": dict(self.flags),
+                "first_errors": self.first_errors}
 
 
 def summarize(tables: Iterable[pa.Table]) -> dict[str, Any]:
@@ -94,5 +100,6 @@ def markdown_summary(summary: dict[str, Any]) -> str:
              for d in summary.get("damaged_manifests", [])]
     rows += [(f"mean {k}", v) for k, v in summary["metric_means"].items() if v is not None]
     rows += [(f"errors: {k}", v) for k, v in summary["errors_by_cause"].items()]
+    rows += [(f"flag: {k}", v) for k, v in sorted(summary.get("flags", {}).items())]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in rows]
     return "\n".join(lines) + "\n"

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from restora_core import load_prior, restore
-from restora_core.metrics import consistency, psnr, psnr_hole, ssim
+from restora_core.metrics import consistency, psnr, psnr_hole, ssim, uncertainty_summary
 from restora_core.metrics.lpips import LPIPS_MIN_SIZE
 from restora_core.noise import generators_for_seeds
 from restora_core.observations import make_observation, simulate_observation
@@ -38,10 +38,11 @@ if TYPE_CHECKING:  # the worker only reads the spec: importing it needs no pydan
 # Calls an actor runs at once (Ray max_concurrency, set in tasks.pool): one samples on the
 # device while the next prepares on the CPU.
 ACTOR_CONCURRENCY = 2
-METRIC_COLUMNS = ("known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips")
+METRIC_COLUMNS = ("known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips",
+                  "uncertainty_mean", "uncertainty_p95")
 # Per-row outputs of the sampler (None where an image was not restored).
 _USED_COLUMNS = ("restored", "observed", "obs_mask", "reference", "nfe", "steps", "corrections",
-                 "method_params")
+                 "method_params", "flag", "uncertainty_map")
 
 
 def _node_id() -> str:
@@ -108,7 +109,10 @@ class RestoreWorker:
             m_dev = None if mask is None else mask.to(self.device, non_blocking=True)
             result = restore(self.prior, y_dev, m_dev, method=self.spec.method,
                              task=self.spec.task, seed=[int(batch["seed"][i]) for i in rows],
-                             **kwargs, **self.spec.resolved_params)
+                             samples=self.spec.samples, estimate=self.spec.estimate,
+                             # K samples per image still run batch_size rows per network pass
+                             max_batch=self.spec.batch_size, **kwargs,
+                             **self.spec.resolved_params)
             x = result.images.float().cpu()
         ran = params_json(result.params)
         y_cpu = y.float().cpu()
@@ -116,6 +120,12 @@ class RestoreWorker:
         metrics = {"known_fraction": (torch.ones(len(rows)) if m_cpu is None
                                       else m_cpu.flatten(1).mean(1)),
                    "consistency": consistency(x, y_cpu, m_cpu)}
+        if result.std is not None:
+            std = result.std.float().cpu()
+            metrics["uncertainty_mean"], metrics["uncertainty_p95"] = uncertainty_summary(std, m_cpu)
+            if self.spec.save_uncertainty:
+                for k, i in enumerate(rows):
+                    out["uncertainty_map"][i] = std[k].mean(0).numpy()
         if self.spec.uses_references:
             ref = torch.from_numpy(np.stack([batch["image"][i] for i in rows])).float()
             if ref.shape == x.shape:
@@ -142,6 +152,9 @@ class RestoreWorker:
             for name, values in metrics.items():
                 value = float(values.reshape(-1)[k])
                 out[name][i] = value if np.isfinite(value) else np.nan
+            threshold = self.spec.uncertainty_threshold
+            if threshold is not None and np.isfinite(out["uncertainty_mean"][i]):
+                out["flag"][i] = "uncertain" if out["uncertainty_mean"][i] > threshold else "ok"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Restore every ``status == "ok"`` row; failures become error rows, never exceptions."""

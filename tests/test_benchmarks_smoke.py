@@ -33,3 +33,18 @@ def test_quick_efficiency_and_batching_write_parquet_and_markdown(tmp_path):
         assert "python -m benchmarks.run_all --quick --sections 1,2" in md  # the exact command
         assert "torch:" in md and "date:" in md and "machine:" in md
         assert "|---|" in md
+
+
+def test_quick_uncertainty_calibration_scores_every_method_per_task(tmp_path):
+    from benchmarks import uncertainty
+
+    assert uncertainty.main(["--quick", "--sections", "calibration", "--out", str(tmp_path)]) == 0
+    rows = pq.read_table(tmp_path / "uncertainty_calibration.parquet").to_pylist()
+    for task in ("box", "random", "superres", "denoise"):
+        methods = {r["method"] for r in rows if r["task"] == task}
+        assert "exact posterior draws" in methods and len(methods) >= 4
+    floor = [r for r in rows if r["method"] == "exact posterior draws"]
+    assert all(abs(r["std_ratio"] - 1) < 0.1 for r in floor)
+    md = (tmp_path / "uncertainty.md").read_text()
+    assert "python -m benchmarks.uncertainty --quick --sections calibration" in md
+    assert "Closest to the exact posterior per task" in md

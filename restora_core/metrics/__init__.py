@@ -6,5 +6,7 @@ Pure PyTorch; nothing is loaded at import time. LPIPS needs its weights file, pa
 
 from .lpips import LPIPS, lpips_available
 from .quality import consistency, psnr, psnr_hole, ssim
+from .uncertainty import uncertainty_summary
 
-__all__ = ["LPIPS", "consistency", "lpips_available", "psnr", "psnr_hole", "ssim"]
+__all__ = ["LPIPS", "consistency", "lpips_available", "psnr", "psnr_hole", "ssim",
+           "uncertainty_summary"]

@@ -80,7 +80,8 @@ class Method:
     with ``mask: (B, 1, H, W)`` (1 = known; all ones for denoising) whose known pixels carry
     Gaussian noise of std ``noise``. ``nfe(params, noise)`` is its cost in network evaluations.
     ``sources`` says where each number came from: key ``"defaults"`` for the dataclass defaults,
-    a task name for that task's overrides.
+    a task name for that task's overrides. ``stochastic`` is False for a method whose result
+    does not depend on its generator (several samples of it would all be the same image).
     """
 
     name: str
@@ -93,6 +94,7 @@ class Method:
     task_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)
     needs_mask: bool = True
+    stochastic: bool = True
 
     def __post_init__(self) -> None:
         unknown = [t for t in (*self.tasks, *self.task_defaults) if t not in TASKS]

@@ -67,4 +67,5 @@ ENTRY = Method(
     tasks=("denoise",),
     sources={"defaults": "Restora-Flow's denoising setting (T=64; 13 evaluations at sigma=0.2)"},
     needs_mask=False,
+    stochastic=False,
 )

@@ -373,3 +373,23 @@ def test_overwrite_removes_outputs_of_shards_that_left_the_plan(pipeline, tmp_pa
     assert files("preview") == [f"shard-00000/{i:02d}.png" for i in range(4)]
     assert not (out / "images" / "sub").exists()  # no empty folders left behind
     assert (out / "README.txt").read_text() == "not Restora's"
+
+
+def test_several_samples_flag_rows_and_report_the_most_uncertain(pipeline, tmp_path, tiny_prior):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, img in enumerate(gray_images(5, seed=5)):
+        (src / f"img{i}.png").write_bytes(png(img))
+    spec = JobSpec(input_uri=str(src), output_uri=str(tmp_path / "out"), task="box",
+                   prior=tiny_prior, samples=3, save_uncertainty=True,
+                   uncertainty_threshold=1e-9, shard_size=3, **FAST)
+
+    summary = pipeline(spec=spec)
+
+    assert summary["images"]["ok"] == 5 and summary["flags"] == {"uncertain": 5}
+    ranked = [r["uncertainty_mean"] for r in summary["most_uncertain"]]
+    assert len(ranked) == 5 and ranked == sorted(ranked, reverse=True) and ranked[-1] > 0
+    assert (tmp_path / "out" / "most_uncertain.png").exists()
+    assert len(list((tmp_path / "out" / "uncertainty").glob("*.png"))) == 5
+    table = pa.concat_tables([pq.read_table(f) for f in (tmp_path / "out" / "manifests").glob("*")])
+    assert set(table["samples"].to_pylist()) == {3} and set(table["flag"].to_pylist()) == {"uncertain"}

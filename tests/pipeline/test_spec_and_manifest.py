@@ -77,10 +77,11 @@ def _row(i: int, status: str = "ok") -> dict:
             "steps": 4 if status == "ok" else None, "corrections": 1 if status == "ok" else None,
             "method_params": ('{"corrections":1,"paste_known":false,"steps":4}'
                               if status == "ok" else None),
-            "nfe": 10 if status == "ok" else None, "seed": 2**62 + i,
+            "nfe": 10 if status == "ok" else None, "samples": 1, "seed": 2**62 + i,
             "model_id": "abc", "config_hash": "h", "width": 16, "height": 16,
             "known_fraction": 0.9, "consistency": 0.01, "psnr": 20.0 + i, "ssim": 0.5,
-            "psnr_hole": float("nan"), "lpips": None, "seconds": 0.5, "worker_node": "n1",
+            "psnr_hole": float("nan"), "lpips": None, "uncertainty_mean": None,
+            "uncertainty_p95": None, "flag": None, "seconds": 0.5, "worker_node": "n1",
             "device": "cpu", "start_time": 1.7e9, "end_time": 1.7e9 + 0.5}
 
 
@@ -161,8 +162,10 @@ def test_a_rerun_reruns_shards_of_an_older_schema_and_refuses_newer_ones(tmp_pat
         assert skipped == 1
     newer = pq.read_table(uris[0])
     pq.write_table(newer.replace_schema_metadata(
-        {**newer.schema.metadata, b"restora.schema_version": b"3"}), uris[0])
-    with pytest.raises(JobSpecError, match="schema version 3, newer than this Restora's"):
+        {**newer.schema.metadata, b"restora.schema_version": str(SCHEMA_VERSION + 1).encode()}),
+        uris[0])
+    with pytest.raises(JobSpecError,
+                       match=f"schema version {SCHEMA_VERSION + 1}, newer than this Restora's"):
         shards_to_run(plan, spec, info, retry_failed=False, overwrite=False)
     assert len(shards_to_run(plan, spec, info, retry_failed=False, overwrite=True)[0]) == 3
 
@@ -170,9 +173,10 @@ def test_a_rerun_reruns_shards_of_an_older_schema_and_refuses_newer_ones(tmp_pat
 def test_schema_is_exactly_the_documented_columns():
     assert MANIFEST_SCHEMA.names == [
         "id", "source_uri", "mask_uri", "output_uri", "status", "error", "task", "task_params",
-        "method", "steps", "corrections", "method_params", "nfe", "seed", "model_id", "config_hash",
-        "width", "height", "known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips",
-        "seconds", "worker_node", "device", "start_time", "end_time"]
+        "method", "steps", "corrections", "method_params", "nfe", "samples", "seed", "model_id",
+        "config_hash", "width", "height", "known_fraction", "consistency", "psnr", "ssim",
+        "psnr_hole", "lpips", "uncertainty_mean", "uncertainty_p95", "flag", "seconds",
+        "worker_node", "device", "start_time", "end_time"]
 
 
 def test_atomic_write_leaves_old_file_when_it_fails(tmp_path, monkeypatch):
