@@ -38,7 +38,7 @@ from tasks.manifest import (
 )
 from tasks.planning import Plan, ShardPlan, load_or_make_plan
 from tasks.pool import ActorPool, actor_device
-from tasks.preview import PREVIEW_ROWS, preview_dir, preview_grid
+from tasks.preview import PREVIEW_ROWS, TILE, preview_dir, preview_grid, tile_grid
 from tasks.progress import RunProgress
 from tasks.shard import restore_shard
 from tasks.spec import JobSpec, JobSpecError, RunInfo
@@ -202,25 +202,13 @@ def _preview_png(plan: Plan, spec: JobSpec) -> bytes | None:
     return preview_grid(strips)
 
 
-def _pairs_png(pairs: list[tuple[np.ndarray, np.ndarray]]) -> bytes | None:
-    """Rows of (left, right) 64x64 RGB tiles as one PNG, white gaps between them."""
-    tiles = [np.concatenate([a, np.full((64, 4, 3), 255, np.uint8), b], axis=1) for a, b in pairs]
-    if not tiles:
-        return None
-    sep = np.full((4, tiles[0].shape[1], 3), 255, np.uint8)
-    grid = np.concatenate([x for t in tiles for x in (t, sep)][:-1], axis=0)
-    buf = io.BytesIO()
-    Image.fromarray(grid).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _png_tile(spec: JobSpec, uri: str, scale_16bit: bool = False) -> np.ndarray:
     fs, path = open_fs(uri, spec.storage_options)
     img = Image.open(io.BytesIO(fs.cat_file(path)))
     if scale_16bit:  # an uncertainty map: stretch to its own maximum so it is visible
         arr = np.asarray(img, dtype=np.float64)
         img = Image.fromarray((255 * arr / max(arr.max(), 1.0)).astype(np.uint8))
-    return np.asarray(img.convert("RGB").resize((64, 64), Image.Resampling.NEAREST))
+    return np.asarray(img.convert("RGB").resize((TILE, TILE), Image.Resampling.NEAREST))
 
 
 def _uncertain_grid_png(spec: JobSpec, rows: list[dict[str, Any]]) -> bytes | None:
@@ -229,10 +217,10 @@ def _uncertain_grid_png(spec: JobSpec, rows: list[dict[str, Any]]) -> bytes | No
     for row in rows:
         if row.get("output_uri"):
             rel = posixpath.relpath(row["output_uri"], join(spec.output_uri, "images"))
-            pairs.append((_png_tile(spec, row["output_uri"]),
+            pairs.append([_png_tile(spec, row["output_uri"]),
                           _png_tile(spec, join(spec.output_uri, "uncertainty", rel),
-                                    scale_16bit=True)))
-    return _pairs_png(pairs)
+                                    scale_16bit=True)])
+    return tile_grid(pairs)
 
 
 def _report_most_uncertain(spec: JobSpec, rows: list[dict[str, Any]]) -> None:

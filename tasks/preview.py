@@ -25,29 +25,41 @@ def _tile(image: np.ndarray) -> np.ndarray:
     return np.asarray(pil.resize((TILE, TILE), Image.Resampling.NEAREST))
 
 
-def preview_strip(degraded: np.ndarray, restored: np.ndarray,
-                  reference: np.ndarray | None = None) -> bytes:
-    """PNG of one sample's tiles side by side: degraded | restored (| reference)."""
-    tiles = [_tile(x) for x in (degraded, restored, reference) if x is not None]
-    gap = np.full((TILE, _GAP, 3), 255, np.uint8)
-    row = np.concatenate([part for t in tiles for part in (t, gap)][:-1], axis=1)
+def _png(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(row).save(buf, format="PNG")
+    Image.fromarray(arr).save(buf, format="PNG")
     return buf.getvalue()
 
 
-def preview_grid(strips: list[bytes]) -> bytes | None:
-    """PNG of strips stacked top to bottom (padded to the widest); None for no strips."""
-    rows = [np.asarray(Image.open(io.BytesIO(s)).convert("RGB")) for s in strips]
+def _side_by_side(tiles: list[np.ndarray]) -> np.ndarray:
+    gap = np.full((tiles[0].shape[0], _GAP, 3), 255, np.uint8)
+    return np.concatenate([part for t in tiles for part in (t, gap)][:-1], axis=1)
+
+
+def _stacked(rows: list[np.ndarray]) -> bytes | None:
     if not rows:
         return None
     width = max(r.shape[1] for r in rows)
     padded = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     gap = np.full((_GAP, width, 3), 255, np.uint8)
-    grid = np.concatenate([part for r in padded for part in (r, gap)][:-1], axis=0)
-    buf = io.BytesIO()
-    Image.fromarray(grid).save(buf, format="PNG")
-    return buf.getvalue()
+    return _png(np.concatenate([part for r in padded for part in (r, gap)][:-1], axis=0))
+
+
+def preview_strip(degraded: np.ndarray, restored: np.ndarray,
+                  reference: np.ndarray | None = None) -> bytes:
+    """PNG of one sample's tiles side by side: degraded | restored (| reference)."""
+    return _png(_side_by_side([_tile(x) for x in (degraded, restored, reference)
+                               if x is not None]))
+
+
+def preview_grid(strips: list[bytes]) -> bytes | None:
+    """PNG of strips stacked top to bottom (padded to the widest); None for no strips."""
+    return _stacked([np.asarray(Image.open(io.BytesIO(s)).convert("RGB")) for s in strips])
+
+
+def tile_grid(rows: list[list[np.ndarray]]) -> bytes | None:
+    """PNG of rows of (TILE, TILE, 3) uint8 tiles, laid out as the preview is; None for no rows."""
+    return _stacked([_side_by_side(tiles) for tiles in rows])
 
 
 def preview_dir(shard_id: str) -> str:
