@@ -43,6 +43,8 @@ QUICK_BUDGETS = (6, 12)
 QUICK_STEPS = 4  # --quick only: a smoke run, not a quality number
 LPIPS_PATH = REPO_ROOT / ".cache" / "lpips_alexnet.safetensors"
 LPIPS_SIDE = 64
+PARTIAL_DIR = REPO_ROOT / ".cache" / "bench" / "quality"  # finished (set, task) checkpoints
+DEFAULT_COUNTS = {"digits32": 32, "photo32": 20}
 
 
 def subset(name: str, quick: bool, full_count: dict[str, int]) -> list[int]:
@@ -193,14 +195,36 @@ def _figure(path: Path, task: str, panels: list[tuple[str, dict[str, torch.Tenso
     plt.close(fig)
 
 
+def _partial_path(ctx: Context, name: str, task: str, indices: list[int], weights: str) -> Path:
+    """Checkpoint file of one (set, task): keyed by everything that changes its numbers."""
+    import hashlib
+
+    key = hashlib.sha256(repr((name, task, indices, weights, ctx.quick,
+                               runs_for(task, ctx.quick))).encode()).hexdigest()[:12]
+    return PARTIAL_DIR / f"{name}_{task}_{key}.pt"
+
+
 def evaluate(ctx: Context, name: str, indices: list[int], batch: int, lpips_net,
              device: str) -> tuple[list, list, dict[str, dict[str, torch.Tensor]]]:
-    """(summary rows, per-image rows, images per task for the figures) for one evaluation set."""
+    """(summary rows, per-image rows, images per task for the figures) for one evaluation set.
+
+    Each finished task is saved under ``PARTIAL_DIR`` and reused by a later run with the same
+    images, weights and runs, so a run cut off after hours loses at most one task.
+    """
     put = prior_under_test(name)
     prior = put.prior.to(device)
     ref = eval_images(name, indices)
     summary, per_image, shown = [], [], {}
     for task in TASKS:
+        partial = _partial_path(ctx, name, task, indices, put.weights)
+        if partial.exists():
+            saved = torch.load(partial, weights_only=True)
+            summary += saved["summary"]
+            per_image += saved["per_image"]
+            shown[task] = saved["shown"]
+            print(f"quality: {name} {task}: reused {partial}", flush=True)
+            continue
+        task_summary, task_per_image = [], []
         y, mask, sigma = _observe(task, ref)
         shown[task] = {"reference": ref, "input": y if mask is None else y * mask}
         rows = [(CLASSICAL[task], "classical", None), *runs_for(task, ctx.quick)]
@@ -231,11 +255,20 @@ def evaluate(ctx: Context, name: str, indices: list[int], batch: int, lpips_net,
                 row[k] = float(finite.mean()) if finite.numel() else math.nan
                 row[f"{k}_sem"] = float(finite.std() / math.sqrt(finite.numel())) \
                     if finite.numel() > 1 else math.nan
-            summary.append(row)
+            task_summary.append(row)
+            print(f"quality: {name} {task} {method} {setting}: {sec:.0f} s, "
+                  f"psnr {row['psnr']:.2f}", flush=True)
             for j, idx in enumerate(indices):
-                per_image.append({"dataset": name, "task": task, "method": method,
+                task_per_image.append({"dataset": name, "task": task, "method": method,
                                   "setting": setting, "index": int(idx),
                                   **{k: float(v[j]) for k, v in m.items()}})
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        tmp = partial.with_suffix(".tmp")
+        torch.save({"summary": task_summary, "per_image": task_per_image,
+                    "shown": shown[task]}, tmp)
+        tmp.replace(partial)
+        summary += task_summary
+        per_image += task_per_image
     return summary, per_image, shown
 
 
@@ -270,14 +303,14 @@ def paired_differences(per_image: list[dict]) -> list[dict]:
     return out
 
 
-def run(ctx: Context) -> list[dict]:
+def run(ctx: Context, counts: dict[str, int] | None = None) -> list[dict]:
     """Section 5 rows for digits32 and photo32; writes quality.{parquet,md}, figures, per-image."""
     started = time.perf_counter()
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     lpips_net = LPIPS(LPIPS_PATH).to(device) if lpips_available(LPIPS_PATH) else None
-    counts = {"digits32": 32, "photo32": 20}
-    batches = {"digits32": 32, "photo32": 20}
+    counts = {**DEFAULT_COUNTS, **(counts or {})}
+    batches = dict(counts)
     summary, per_image, panels = [], [], []
     for name in ("digits32", "photo32"):
         idx = subset(name, ctx.quick, counts)
@@ -310,8 +343,9 @@ def run(ctx: Context) -> list[dict]:
          "soft, sigma 0.2 given."),
         ("Outputs are not pasted back onto the known pixels. psnr_hole: PSNR over the unknown "
          "pixels (the unsampled ones for superres; none for denoise)."),
-        ("Subsets (evenly spaced): digits32 every 2nd of 64 (32 images); photo32 the first 20 "
-         "crops. Image i's sampler seed is its index in the set."),
+        ("Subsets of the 64-image evaluation sets, evenly spaced: " + "; ".join(
+            f"{name} indices {subset(name, ctx.quick, counts)}" for name in DEFAULT_COUNTS)
+         + ". Image i's sampler seed is its index in the set."),
         ("Means over images; *_sem is the standard error of the mean. Paired table: per-image "
          "difference of each run minus Restora-Flow at its published settings (restora_flow; "
          "restora_flow_denoise for denoise), mean and half-width of the 95% t-interval, and on "
@@ -319,7 +353,8 @@ def run(ctx: Context) -> list[dict]:
         (f"LPIPS: AlexNet v0.1 from {LPIPS_PATH.relative_to(REPO_ROOT)}, images upsampled "
          f"bilinearly to {LPIPS_SIDE}x{LPIPS_SIDE}." if lpips_net is not None else
          "LPIPS skipped: .cache/lpips_alexnet.safetensors is absent (make weights)."),
-        f"Seconds per image on device {device}, batched (digits32 32 per batch, photo32 20).",
+        (f"Seconds per image on device {device} with {ctx.threads} CPU thread(s), one batch per "
+         "set and run; wall-clock on a shared machine (compare within one table only)."),
         f"Figures: {', '.join(f'quality_{t}.png' for t in TASKS)}.",
     ]
     if untrained:
@@ -338,3 +373,41 @@ def run(ctx: Context) -> list[dict]:
                                 paired},
                   body="\n\n".join(f"![{t}](quality_{t}.png)" for t in TASKS))
     return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the quality study alone (resumable: finished tasks are reused from .cache/bench)."""
+    import argparse
+    import shlex
+    import sys
+
+    from .common import set_threads
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.quality",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="4 images, 4 steps (a smoke run)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--out", default=None, help="output folder (default benchmarks/results[/quick])")
+    p.add_argument("--images", default="",
+                   help="images per set, e.g. digits32=16,photo32=12 (default 32 and 20; <= 64)")
+    args = p.parse_args(argv)
+    counts = {}
+    for part in filter(None, (x.strip() for x in args.images.split(","))):
+        name, _, value = part.partition("=")
+        if name not in DEFAULT_COUNTS or not value.isdigit() or not 2 <= int(value) <= 64:
+            raise SystemExit(f"--images {part!r}: expected NAME=N with NAME in "
+                             f"{sorted(DEFAULT_COUNTS)} and 2 <= N <= 64")
+        counts[name] = int(value)
+    out = Path(args.out) if args.out else REPO_ROOT / "benchmarks" / "results" / (
+        "quick" if args.quick else "")
+    set_threads(args.threads)
+    ctx = Context(out_dir=out, quick=args.quick, threads=args.threads,
+                  command="python -m benchmarks.quality" + (" " + shlex.join(argv) if argv
+                                                            else ""))
+    run(ctx, counts)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
