@@ -57,11 +57,12 @@ def actor_device(spec: JobSpec, cluster: dict[str, float] | None = None) -> str:
 class ActorPool:
     """Round-robin handles to ``num_actors`` RestoreWorker actors shared by all shard tasks."""
 
-    def __init__(self, spec: JobSpec, info: RunInfo, resources: ActorResources | None = None):
+    def __init__(self, spec: JobSpec, info: RunInfo, resources: ActorResources | None = None,
+                 worker_cls: type = RestoreWorker):
         """Start the actors (each loads the prior once); spread them over the cluster's nodes."""
         self.spec, self.info = spec, info
         self.resources = resources or actor_resources(spec)
-        self._remote = ray.remote(RestoreWorker)
+        self._remote = ray.remote(worker_cls)
         self._lock = threading.Lock()
         self._counter = itertools.count()
         self.actors = [self._start() for _ in range(spec.num_actors)]

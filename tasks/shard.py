@@ -27,7 +27,9 @@ from .storage import is_transient_storage_error
 # Failures of the machinery (a node or actor lost), not of the data: resubmit the batch.
 _LOST = (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError,
          ray.exceptions.ObjectLostError, ray.exceptions.WorkerCrashedError,
-         ray.exceptions.NodeDiedError, ray.exceptions.OwnerDiedError)
+         ray.exceptions.NodeDiedError, ray.exceptions.OwnerDiedError,
+         # Ray's memory monitor killed the worker: host memory, not the data
+         ray.exceptions.OutOfMemoryError)
 _MAX_BATCH_ATTEMPTS = 4
 
 

@@ -13,6 +13,7 @@ metrics on the CPU, and the device is never idle between batches.
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -43,6 +44,19 @@ METRIC_COLUMNS = ("known_fraction", "consistency", "psnr", "ssim", "psnr_hole", 
 # Per-row outputs of the sampler (None where an image was not restored).
 _USED_COLUMNS = ("restored", "observed", "obs_mask", "reference", "nfe", "steps", "corrections",
                  "method_params", "flag", "uncertainty_map")
+
+
+class BatchOutOfMemory(RuntimeError):
+    """One image alone does not fit on the device: the shard cannot be restored here."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether a sampler failure is the device (or host allocator) running out of memory."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text
+                                              or "can't allocate memory" in text)
 
 
 def _node_id() -> str:
@@ -77,6 +91,7 @@ class RestoreWorker:
                                f"{prior.model_id[:12]} != validated {info.model_id[:12]}")
         self.prior = prior.prepare(self.device, RuntimeConfig(precision=info.precision))
         self._device_lock = threading.Lock()
+        self.oom_splits = 0  # batches halved after running out of memory, for the logs
         self.node = _node_id()
         self.lpips = None
         if spec.lpips_weights and spec.uses_references:
@@ -156,8 +171,43 @@ class RestoreWorker:
             if threshold is not None and np.isfinite(out["uncertainty_mean"][i]):
                 out["flag"][i] = "uncertain" if out["uncertainty_mean"][i] > threshold else "ok"
 
+    def _free_device_memory(self) -> None:
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
+
+    def _restore_fitting(self, rows: list[int], batch: dict[str, np.ndarray],
+                         params: dict[str, Any], out: dict[str, Any]) -> None:
+        """Restore ``rows``, halving them while the device runs out of memory.
+
+        Running out of memory says nothing about the images, so it never becomes an error row:
+        one image that alone does not fit raises ``BatchOutOfMemory`` and fails the shard.
+        """
+        try:
+            self._restore_group(rows, batch, params, out)
+            return
+        except (RuntimeError, MemoryError) as exc:
+            if not (isinstance(exc, MemoryError) or is_out_of_memory(exc)):
+                raise
+            oom = exc
+        self._free_device_memory()
+        if len(rows) == 1:
+            raise BatchOutOfMemory(
+                f"out of memory restoring one image ({batch['id'][rows[0]]}) on {self.device} "
+                f"with samples={self.spec.samples}: lower --samples or run on a device with more "
+                f"memory ({oom})") from oom
+        half = len(rows) // 2
+        self.oom_splits += 1
+        logging.getLogger("restora.worker").warning(
+            "out of memory on %d image(s) on %s; retrying as %d + %d (%s)", len(rows),
+            self.device, half, len(rows) - half, oom)
+        for part in (rows[:half], rows[half:]):
+            self._restore_fitting(part, batch, params, out)
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Restore every ``status == "ok"`` row; failures become error rows, never exceptions."""
+        """Restore every ``status == "ok"`` row; failures become error rows, never exceptions.
+
+        The exceptions: running out of memory on a single image (``BatchOutOfMemory``), which
+        fails the shard rather than blaming the image."""
         n = len(batch["id"])
         out: dict[str, Any] = {key: [None] * n for key in _USED_COLUMNS}
         for name in METRIC_COLUMNS:
@@ -171,14 +221,18 @@ class RestoreWorker:
         for params_text, rows in groups.items():
             params = json.loads(params_text)
             try:
-                self._restore_group(rows, batch, params, out)
+                self._restore_fitting(rows, batch, params, out)
+            except BatchOutOfMemory:
+                raise
             except (ValueError, RuntimeError) as exc:
                 if len(rows) == 1:
                     status[rows[0]], error[rows[0]] = "error", f"restore-failed: {exc}"
                     continue
                 for i in rows:  # isolate the image that fails
                     try:
-                        self._restore_group([i], batch, params, out)
+                        self._restore_fitting([i], batch, params, out)
+                    except BatchOutOfMemory:
+                        raise
                     except (ValueError, RuntimeError) as single:
                         status[i], error[i] = "error", f"restore-failed: {single}"
         result = {k: v for k, v in batch.items() if k not in ("image", "mask")}
