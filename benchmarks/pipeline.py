@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +70,13 @@ def write_inputs(folder: Path, count: int) -> Path:
 class RssWatcher:
     """Polls a process tree's RSS; keeps each process's peak and what it was (flow, actor, other)."""
 
-    def __init__(self, pid: int, interval: float = 0.25):
+    def __init__(self, pid: int, interval: float = 0.25,
+                 on_sample: Callable[[dict[str, int]], None] | None = None):
+        """Watch ``pid`` and its children every ``interval`` s; ``on_sample`` gets each poll's
+        RSS in bytes by kind (flow, actor, other, total)."""
         self.root = psutil.Process(pid)
         self.interval = interval
+        self.on_sample = on_sample
         self.peaks: dict[int, int] = {}
         self.kinds: dict[int, str] = {}
         self.peak_total = 0
@@ -102,6 +107,7 @@ class RssWatcher:
                 procs = [self.root, *self.root.children(recursive=True)]
             except psutil.Error:
                 procs = []
+            by_kind = {"flow": 0, "actor": 0, "other": 0}
             for proc in procs:
                 try:
                     rss = proc.memory_info().rss
@@ -112,7 +118,10 @@ class RssWatcher:
                 kind = self._kind(proc)
                 if self.kinds.get(proc.pid) != "actor":  # an actor stays one once seen as one
                     self.kinds[proc.pid] = kind
+                by_kind[self.kinds[proc.pid]] += rss
             self.peak_total = max(self.peak_total, total)
+            if self.on_sample is not None:
+                self.on_sample({**by_kind, "total": total, "processes": len(procs)})
             self._stop.wait(self.interval)
 
     def summary(self) -> dict[str, Any]:
