@@ -10,7 +10,7 @@ import json
 import logging
 import posixpath
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -286,6 +286,7 @@ def restore_dataset(spec: JobSpec, retry_failed: bool = False, overwrite: bool =
         lease = OutputLease(spec.output_uri, spec.storage_options,
                             run_id=str(flow_run.get_id() or "") or None)
         lease.acquire(wait_s=wait_lease_s)
+        info = replace(info, lease_generation=lease.generation)
         try:
             get_run_logger().info("holding the output's lease %s as run %s", lease.uri,
                                   lease.run_id)

@@ -29,6 +29,7 @@ from .decode import (
     encode_std_png,
     safe_id,
 )
+from .lease import ensure_still_held
 from .manifest import MANIFEST_COLUMNS, params_json
 from .preview import PREVIEW_ROWS, preview_relpath, preview_strip
 from .readers import SourceRow, get_reader
@@ -116,6 +117,8 @@ def object_array(values: list[Any]) -> np.ndarray:
 
 def write_batch(batch: dict[str, np.ndarray], spec: JobSpec, info: RunInfo) -> dict[str, list]:
     """Encode and write the restored images of a batch; return its manifest columns."""
+    ensure_still_held(spec.output_uri, spec.storage_options, info.lease_generation,
+                      f"the batch starting at {batch['id'][0]!r}" if len(batch["id"]) else "a batch")
     fs, root = open_fs(spec.output_uri, spec.storage_options)
     n = len(batch["id"])
     cols: dict[str, list[Any]] = {k: [] for k in MANIFEST_COLUMNS}

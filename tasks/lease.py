@@ -43,6 +43,10 @@ class LeaseHeldError(RuntimeError):
     """Another live run holds the output prefix."""
 
 
+class LeaseLostError(RuntimeError):
+    """Another run took the output over while this one was writing it."""
+
+
 @dataclass(frozen=True)
 class LeaseRecord:
     """What a lease file says."""
@@ -95,6 +99,27 @@ def _generations(fs: Any, folder: str) -> list[int]:
     except FileNotFoundError:
         return []
     return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
+
+
+def ensure_still_held(output_uri: str, storage_options: dict[str, Any] | None,
+                      generation: int | None, what: str) -> None:
+    """Raise LeaseLostError before ``what`` is written when a newer lease generation than this
+    run's ``generation`` exists (nothing to check for None: no lease was taken).
+
+    Called by the write and commit tasks themselves, so a run whose heartbeat stalled past its
+    expiry stops within one batch, not one shard, after another run took over."""
+    if generation is None:
+        return
+    fs, folder = open_fs(lease_dir(output_uri), storage_options)
+    fs.invalidate_cache(folder)
+    newest = (_generations(fs, folder) or [0])[-1]
+    if newest == generation:
+        return
+    holder = _read(fs, posixpath.join(folder, f"{newest:08d}.json"))
+    raise LeaseLostError(
+        f"output_uri: '{output_uri}' was taken over by "
+        f"{holder.describe() if holder else f'lease generation {newest}'} while this run "
+        f"(generation {generation}) was writing; {what} was not written")
 
 
 def _read(fs: Any, path: str) -> LeaseRecord | None:

@@ -17,6 +17,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from .batch_io import load_batch, write_batch
+from .lease import ensure_still_held
 from .manifest import concat, manifest_uri, read_manifest, rows_to_table, write_manifest
 from .planning import ShardPlan
 from .pool import IO_TASK_CPUS, ActorPool
@@ -51,6 +52,8 @@ def _commit(shard_id: str, columns: list[dict[str, list]], redo_sources: list[st
             merged.setdefault(key, []).extend(values)
     table = rows_to_table(merged)
     uri = manifest_uri(spec.output_uri, shard_id)
+    ensure_still_held(spec.output_uri, spec.storage_options, info.lease_generation,
+                      f"the manifest of {shard_id}")
     if redo_sources is not None:
         old = read_manifest(uri, spec.storage_options)
         keep = pc.invert(pc.is_in(old["source_uri"], value_set=table["source_uri"]))

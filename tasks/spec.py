@@ -204,6 +204,9 @@ class RunInfo:
     resolution: int
     device: str
     precision: str
+    # The output lease generation this run holds (tasks.lease); image writes and the shard's
+    # commit stop when a newer one exists. None outside a flow run (no lease to check).
+    lease_generation: int | None = None
 
     def input_resolution(self, spec: JobSpec, params: dict[str, Any] | None = None) -> int:
         """Side inputs are decoded to: the prior's, or 1/factor of it for observed superres."""

@@ -130,3 +130,44 @@ def test_a_lease_of_a_dead_process_on_this_host_is_free_at_once(output):
     lease.acquire()
     assert lease.generation == 2
     lease.release()
+
+
+def test_a_taken_over_run_writes_no_further_image_or_manifest(output, ray_local, tmp_path,
+                                                             tiny_prior):
+    """The check sits in the write and commit tasks: a shard already in flight stops there."""
+    from dataclasses import replace
+
+    from tasks.lease import LeaseLostError
+    from tasks.planning import make_plan
+    from tasks.pool import ActorPool
+    from tasks.shard import run_shard
+    from tasks.spec import JobSpec
+    from tasks.validate import validate_job
+
+    from .conftest import image_folder
+
+    uri, options = output
+    spec = JobSpec(input_uri=str(image_folder(tmp_path / "in", 4)), output_uri=uri,
+                   storage_options=options or {}, task="box", prior=tiny_prior, steps=2,
+                   batch_size=2, num_actors=1)
+    ours = OutputLease(uri, options, run_id="stalled", ttl_s=0.3)
+    ours.acquire()
+    ours._stop.set()  # its heartbeat stalls
+    time.sleep(0.5)
+    theirs = OutputLease(uri, options, run_id="newer")
+    theirs.acquire()
+    info = replace(validate_job(spec), lease_generation=ours.generation)
+    (shard,) = make_plan(spec).shards
+    pool = ActorPool(spec, info)
+    try:
+        with pytest.raises(Exception, match="taken over by run newer") as err:
+            run_shard(shard, spec, info, pool)
+    finally:
+        pool.shutdown()
+        theirs.release()
+    assert isinstance(err.value.cause if hasattr(err.value, "cause") else err.value,
+                      LeaseLostError)
+    fs, root = open_fs(uri, options)
+    fs.invalidate_cache()
+    assert not fs.exists(f"{root}/images") or not fs.find(f"{root}/images")
+    assert not fs.exists(f"{root}/manifests/{shard.shard_id}.parquet")
