@@ -91,6 +91,9 @@ _SPEC_ARGS: dict[str, tuple[str, str | None, str]] = {
                        "GPUs each actor reserves (default: 1 if the cluster has GPUs, else 0)"),
     "max_concurrent_shards": ("max_concurrent_shards", "N", "shards in flight at once"),
     "max_pixels": ("max_pixels", "PIXELS", "decompression-bomb cap per image"),
+    "max_row_group_bytes": ("max_row_group_bytes", "BYTES",
+                            ("Parquet inputs: cap on a row group's declared uncompressed size; "
+                            "rows of a larger group are error rows")),
     "lpips_weights": ("lpips_weights", "FILE", ("LPIPS AlexNet .safetensors (make weights); "
                                                "scores lpips with --inputs clean")),
     "precision": ("precision", None,

@@ -30,6 +30,8 @@ _HASHED_FIELDS = ("task", "task_params", "method", "seed", "prior", "prior_prese
                   "max_pixels", "inputs", "lpips_weights")
 # Only with several samples per image: one sample restores the same pixels as before they existed.
 _SAMPLING_FIELDS = ("samples", "estimate", "uncertainty_threshold")
+# Hashed only when set away from their defaults, so adding them kept earlier runs' hashes.
+_HASHED_IF_CHANGED = ("max_row_group_bytes",)
 
 
 class JobSpecError(ValueError):
@@ -172,6 +174,8 @@ class JobSpec(BaseModel):
                        precision=precision)
         if self.samples > 1:
             payload.update({name: getattr(self, name) for name in _SAMPLING_FIELDS})
+        payload.update({name: getattr(self, name) for name in _HASHED_IF_CHANGED
+                        if getattr(self, name) != type(self).model_fields[name].default})
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -46,6 +46,9 @@ def test_config_hash_ignores_throughput_knobs_but_not_results():
     assert h == parse_spec({**BASE, "batch_size": 3, "num_actors": 4}).config_hash(*ON_CPU)
     assert h != parse_spec({**BASE, "steps": 8}).config_hash(*ON_CPU)
     assert h != a.config_hash("other-weights", "cpu", "fp32")
+    # which Parquet rows become error rows; hashed only when changed (older hashes still match)
+    assert h == parse_spec({**BASE, "max_row_group_bytes": 1 << 30}).config_hash(*ON_CPU)
+    assert h != parse_spec({**BASE, "max_row_group_bytes": 1000}).config_hash(*ON_CPU)
 
 
 def test_config_hash_covers_the_device_kind_and_the_resolved_precision(tmp_path, tiny_prior_path):
