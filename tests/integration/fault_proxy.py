@@ -11,9 +11,10 @@ server, or answered with a fault instead. Two sources of faults:
 
 Kinds: ``500`` (InternalError), ``503`` (SlowDown), ``reset`` (the connection is dropped with no
 answer; a write is first forwarded or not, at random, so the client cannot know whether it
-landed), ``truncate`` (a GET answer announces its full Content-Length and stops half way; a PUT
-reaches the server with half its body and both connections are dropped), and the permanent
-``403`` (AccessDenied) and ``404`` (NoSuchKey). ``counts[(class, kind)]`` says how often each
+landed), ``lost-reply`` (a write is forwarded, then the connection dropped), ``truncate`` (a GET
+answer announces its full Content-Length and stops half way; a PUT reaches the server with half
+its body and both connections are dropped), and the permanent ``403`` (AccessDenied) and ``404``
+(NoSuchKey). ``counts[(class, kind)]`` says how often each
 was injected, ``requests[class]`` how many requests came.
 """
 
@@ -197,8 +198,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         kind = self.owner.choose(method, target)
         if kind in _ERRORS:
             self._send_error(kind, urlsplit(target).path)
-        elif kind == "reset":
-            if method_class(method) == "write" and self.owner.coin():
+        elif kind in ("reset", "lost-reply"):
+            if method_class(method) == "write" and (kind == "lost-reply" or self.owner.coin()):
                 self._forward(method, body)  # landed, but the client never hears of it
             self._drop()
         elif kind == "truncate" and method_class(method) == "write":

@@ -103,21 +103,53 @@ def task_runs(flow_run_id: str) -> dict[str, tuple[int, list[str]]]:
     return asyncio.run(read())
 
 
+def write_report(path: str, proxy: FaultProxy, summary: dict, rows: pa.Table, ids: list[str],
+                 seconds: float) -> None:
+    """The fault counts and outcome of a run, as JSON at ``path`` (for benchmarks/results)."""
+    import time
+
+    from .conftest import FAST as fast
+
+    got = rows["id"].to_pylist()
+    runs = task_runs(summary["flow_run_id"])
+    record = {
+        "date": time.strftime("%Y-%m-%d"), "seed": FAULT_SEED, "rate": proxy.rate,
+        "images": len(ids), "shard_size": 4, "batch_size": fast["batch_size"],
+        "requests": dict(proxy.requests),
+        "injected": {f"{cls} {kind}": n for (cls, kind), n in sorted(proxy.counts.items())},
+        "outcome": {**summary["images"], "lost": len(set(ids) - set(got)),
+                    "duplicated": len(got) - len(set(got))},
+        "prefect_task_runs": {name: count for name, (count, _) in sorted(runs.items())},
+        "prefect_task_retries": sum(count - 1 for count, _ in runs.values()),
+        "seconds": round(seconds, 1),
+    }
+    with open(path, "w") as handle:
+        json.dump(record, handle, indent=1)
+
+
 def test_ten_percent_transient_faults_end_with_every_image_ok_exactly_once(
-        pipeline, s3_endpoint, tiny_prior):
+        pipeline, s3_endpoint, tiny_prior, request):
+    import time
+
     bucket = "faults-rate"
-    fs = make_bucket(s3_endpoint, bucket, 24)
+    ids = [f"img{i:02d}" for i in range(24)]
+    fs = make_bucket(s3_endpoint, bucket, len(ids))
+    started = time.monotonic()
     with proxied(s3_endpoint, rate=0.10, seed=FAULT_SEED) as (proxy, options):
         # Besides the rate, each kind hits an input read and an image write once for sure.
         for kind in TRANSIENT_KINDS:
             proxy.add_rule(rf"^/{bucket}/in/img\d+\.png", kind, methods={"GET"}, times=1)
             proxy.add_rule(rf"^/{bucket}/out/images/", kind, methods={"PUT"}, times=1)
         summary = pipeline(spec=job(bucket, options, tiny_prior, shard_size=4))
-        counts = dict(proxy.counts)
+        proxy.clear()
+    counts = dict(proxy.counts)
+    if request.config.getoption("--faults-report"):
+        write_report(request.config.getoption("--faults-report"), proxy, summary,
+                     output_rows(fs, bucket), ids, time.monotonic() - started)
 
     assert summary["images"] == {"total": 24, "ok": 24, "error": 0}, summary["images"]
     assert summary["shards"]["committed"] == 6 and summary["failed_shards"] == []
-    rows = assert_output_whole(fs, bucket, [f"img{i:02d}" for i in range(24)])
+    rows = assert_output_whole(fs, bucket, ids)
     assert set(rows["status"].to_pylist()) == {"ok"}
     for cls in ("read", "write"):
         for kind in TRANSIENT_KINDS:
@@ -143,6 +175,22 @@ def test_a_commit_failing_past_botocore_retries_is_retried_by_prefect(
     assert count >= 2 and "AwaitingRetry" in states, (count, states)
     assert states[-1] == "Completed"
     assert runs["restore shard-00000"][0] == 1
+
+
+def test_a_lease_whose_create_landed_but_whose_answer_was_lost_is_still_ours(
+        pipeline, s3_endpoint, tiny_prior):
+    bucket = "faults-lease"
+    fs = make_bucket(s3_endpoint, bucket, 4)
+    with proxied(s3_endpoint) as (proxy, options):
+        # The conditional create lands; botocore retries it and S3 answers 412 (it exists).
+        rule = proxy.add_rule(rf"^/{bucket}/out/leases/00000001\.json", "lost-reply",
+                              methods={"PUT"}, times=1)
+        summary = pipeline(spec=job(bucket, options, tiny_prior, shard_size=4))
+
+    assert rule.hits == 1
+    assert summary["images"] == {"total": 4, "ok": 4, "error": 0}
+    assert summary["lease_uri"] == f"s3://{bucket}/out/leases/00000001.json"
+    assert_output_whole(fs, bucket, [f"img{i:02d}" for i in range(4)])
 
 
 def test_denied_and_vanished_inputs_become_error_rows_naming_them(
