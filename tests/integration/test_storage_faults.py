@@ -177,6 +177,22 @@ def test_a_commit_failing_past_botocore_retries_is_retried_by_prefect(
     assert runs["restore shard-00000"][0] == 1
 
 
+def test_an_input_cut_short_past_s3fs_retries_is_retried_not_called_a_broken_image(
+        pipeline, s3_endpoint, tiny_prior):
+    bucket = "faults-truncated"
+    fs = make_bucket(s3_endpoint, bucket, 8)
+    with proxied(s3_endpoint) as (proxy, options):
+        # s3fs reads a body cut short five times, then gives up: the shard must go round again.
+        rule = proxy.add_rule(rf"^/{bucket}/in/img05\.png", "truncate", methods={"GET"}, times=5)
+        summary = pipeline(spec=job(bucket, options, tiny_prior, shard_size=4))
+
+    assert rule.hits == 5
+    assert summary["images"] == {"total": 8, "ok": 8, "error": 0}
+    assert_output_whole(fs, bucket, [f"img{i:02d}" for i in range(8)])
+    count, states = task_runs(summary["flow_run_id"])["restore shard-00001"]
+    assert count >= 2 and "AwaitingRetry" in states, (count, states)
+
+
 def test_a_lease_whose_create_landed_but_whose_answer_was_lost_is_still_ours(
         pipeline, s3_endpoint, tiny_prior):
     bucket = "faults-lease"
