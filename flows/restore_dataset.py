@@ -28,7 +28,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.cleanup import remove_previous_outputs
 from tasks.damaged import DamagedManifestError, MovedManifest, check_manifest, move_aside
-from tasks.lease import OutputLease
+from tasks.lease import OutputLease, lease_dir
 from tasks.manifest import (
     SCHEMA_VERSION,
     manifest_config_hash,
@@ -285,7 +285,11 @@ def restore_dataset(spec: JobSpec, retry_failed: bool = False, overwrite: bool =
         info = validate_job(spec, device=actor_device(spec))
         lease = OutputLease(spec.output_uri, spec.storage_options,
                             run_id=str(flow_run.get_id() or "") or None)
-        lease.acquire(wait_s=wait_lease_s)
+        try:
+            lease.acquire(wait_s=wait_lease_s)
+        except PermissionError as exc:  # the first write to the output: say which, not a trace
+            raise JobSpecError(f"output_uri: access denied to '{spec.output_uri}' (taking its "
+                               f"lease under {lease_dir(spec.output_uri)}): {exc}") from None
         info = replace(info, lease_generation=lease.generation)
         try:
             get_run_logger().info("holding the output's lease %s as run %s", lease.uri,

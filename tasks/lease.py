@@ -203,11 +203,20 @@ class OutputLease:
                     holder = self._unreadable_holder(newest)
                 if holder.live(time.time()):
                     return holder
-            if _create_exclusive(self.fs, self._path(newest + 1), self._record()):
+            if (_create_exclusive(self.fs, self._path(newest + 1), self._record())
+                    or self._is_mine(newest + 1)):
                 self.generation = newest + 1
                 self._start_heartbeat()
                 return None
             # Another run took newest + 1 first: look again (it will be live).
+
+    def _is_mine(self, generation: int) -> bool:
+        """Whether ``generation`` holds this run's own record: a create whose answer was lost
+        (connection reset after the PUT landed) is retried by the client and then refused."""
+        self.fs.invalidate_cache(self.folder)
+        record = _read(self.fs, self._path(generation))
+        return (record is not None and record.run_id == self.run_id
+                and record.started == self.started and record.pid == os.getpid())
 
     def _unreadable_holder(self, generation: int) -> LeaseRecord:
         """A stand-in for a lease file that cannot be read: live for ``ttl`` after its mtime."""

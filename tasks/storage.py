@@ -15,6 +15,17 @@ from fsspec.core import url_to_fs
 _OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory", "r2"}
 _TRANSIENT_ERRNOS = {errno.ECONNRESET, errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EPIPE,
                      errno.EAGAIN, errno.EBUSY, errno.ENETUNREACH, errno.EHOSTUNREACH}
+# S3 error codes that say "try again" (botocore's ClientError, before s3fs turns it into OSError).
+_TRANSIENT_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout",
+                    "Throttling", "ThrottlingException", "RequestTimeTooSkewed"}
+# Exception types (by name: their packages are optional) of a lost connection or a body cut
+# short; a short body must be retried, never decoded as a broken image.
+_TRANSIENT_TYPES = {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
+                    "ClientConnectionError", "ServerDisconnectedError", "ClientOSError",
+                    "ServerTimeoutError", "ConnectionClosedError", "ClientPayloadError",
+                    "ContentLengthError", "TransferEncodingError", "IncompleteRead",
+                    "IncompleteReadError", "ResponseStreamingError", "ProtocolError",
+                    "ResponseParserError"}
 _TRANSIENT_WORDS = ("slowdown", "slow down", "service unavailable", "serviceunavailable",
                     "internal error", "internalerror", "throttl", "timed out", "timeout",
                     "connection reset", "connection aborted", "temporarily", "503", "500 ")
@@ -106,11 +117,12 @@ def is_transient_storage_error(exc: BaseException | None) -> bool:
             return False
         if isinstance(exc, (ConnectionError, TimeoutError)):
             return True
-        name = type(exc).__name__
-        if name in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
-                    "ClientConnectionError", "ServerDisconnectedError", "ClientOSError",
-                    "ServerTimeoutError", "ConnectionClosedError"):
+        if type(exc).__name__ in _TRANSIENT_TYPES:
             return True
+        response = getattr(exc, "response", None)  # botocore's ClientError
+        if isinstance(response, dict):
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            return status >= 500 or response.get("Error", {}).get("Code") in _TRANSIENT_CODES
         if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
             return True
         if isinstance(exc, OSError) and any(w in str(exc).lower() for w in _TRANSIENT_WORDS):

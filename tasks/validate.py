@@ -18,10 +18,13 @@ def _check_location(uri: str, field: str, storage_options: dict[str, Any], must_
             bucket = path.split("/", 1)[0]
             if not fs.exists(bucket):
                 raise JobSpecError(f"{field}: bucket '{bucket}' of '{uri}' does not exist")
-        if must_exist and not fs.exists(path):
+        # An output need not exist yet, but looking at it shows a prefix we may not read.
+        if not fs.exists(path) and must_exist:
             raise JobSpecError(f"{field}: '{uri}' does not exist")
     except JobSpecError:
         raise
+    except PermissionError as exc:
+        raise JobSpecError(f"{field}: access denied to '{uri}': {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any storage failure is a spec problem here
         raise JobSpecError(f"{field}: cannot reach '{uri}': {type(exc).__name__}: {exc}") from None
 

@@ -75,8 +75,11 @@ def read_uri(uri: str, storage_options: dict[str, Any], what: str) -> bytes:
     except Exception as exc:
         if is_transient_storage_error(exc):
             raise
-        cause = "mask-missing" if what == "mask" else "unreadable"
-        raise ImageError(cause, f"cannot read {what} '{uri}': {type(exc).__name__}: {exc}") from None
+        cause = ("mask-missing" if what == "mask" else
+                 "access-denied" if isinstance(exc, PermissionError) else
+                 "missing" if isinstance(exc, FileNotFoundError) else "unreadable")
+        doing = "access denied reading" if isinstance(exc, PermissionError) else "cannot read"
+        raise ImageError(cause, f"{doing} {what} '{uri}': {type(exc).__name__}: {exc}") from None
 
 
 def parse_params(value: Any) -> dict[str, Any]:

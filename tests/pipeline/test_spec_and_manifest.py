@@ -207,6 +207,23 @@ def test_only_transient_storage_errors_are_retryable():
     assert is_transient_storage_error(wrapped)
 
 
+def test_a_body_cut_short_and_5xx_answers_are_transient_but_403_is_not():
+    from aiohttp import ClientPayloadError
+    from botocore.exceptions import ClientError
+
+    def answer(status: int, code: str) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": "m"},
+                            "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")
+
+    assert is_transient_storage_error(ClientPayloadError("Response payload is not completed"))
+    assert is_transient_storage_error(answer(500, "InternalError"))
+    assert is_transient_storage_error(answer(503, "SlowDown"))
+    assert not is_transient_storage_error(answer(403, "AccessDenied"))
+    denied = PermissionError("Access Denied")
+    denied.__cause__ = answer(403, "AccessDenied")
+    assert not is_transient_storage_error(denied)
+
+
 def test_summary_counts_errors_by_cause_and_averages_metrics():
     rows = [_row(0), _row(1), _row(2, "error")]
     table = rows_to_table({k: [r[k] for r in rows] for k in MANIFEST_COLUMNS})
