@@ -205,7 +205,8 @@ def _partial_path(ctx: Context, name: str, task: str, indices: list[int], weight
 
 
 def evaluate(ctx: Context, name: str, indices: list[int], batch: int, lpips_net,
-             device: str) -> tuple[list, list, dict[str, dict[str, torch.Tensor]]]:
+             device: str, tasks: tuple[str, ...] = tuple(TASKS)
+             ) -> tuple[list, list, dict[str, dict[str, torch.Tensor]]]:
     """(summary rows, per-image rows, images per task for the figures) for one evaluation set.
 
     Each finished task is saved under ``PARTIAL_DIR`` and reused by a later run with the same
@@ -215,7 +216,7 @@ def evaluate(ctx: Context, name: str, indices: list[int], batch: int, lpips_net,
     prior = put.prior.to(device)
     ref = eval_images(name, indices)
     summary, per_image, shown = [], [], {}
-    for task in TASKS:
+    for task in tasks:
         partial = _partial_path(ctx, name, task, indices, put.weights)
         if partial.exists():
             saved = torch.load(partial, weights_only=True)
@@ -376,7 +377,10 @@ def run(ctx: Context, counts: dict[str, int] | None = None) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the quality study alone (resumable: finished tasks are reused from .cache/bench)."""
+    """Run the quality study alone (resumable: finished tasks are reused from .cache/bench).
+
+    ``--sets`` / ``--tasks`` fill the checkpoints of a part only (to spread the study over
+    processes); a run without them reuses every finished part and writes the tables."""
     import argparse
     import shlex
     import sys
@@ -391,7 +395,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results[/quick])")
     p.add_argument("--images", default="",
                    help="images per set, e.g. digits32=16,photo32=12 (default 32 and 20; <= 64)")
+    p.add_argument("--sets", default="", help="only these sets (checkpoints only, no tables)")
+    p.add_argument("--tasks", default="", help="only these tasks (checkpoints only, no tables)")
     args = p.parse_args(argv)
+    sets = tuple(x for x in args.sets.split(",") if x) or tuple(DEFAULT_COUNTS)
+    tasks = tuple(x for x in args.tasks.split(",") if x) or tuple(TASKS)
+    if set(sets) - set(DEFAULT_COUNTS) or set(tasks) - set(TASKS):
+        raise SystemExit(f"--sets from {sorted(DEFAULT_COUNTS)}, --tasks from {list(TASKS)}")
     counts = {}
     for part in filter(None, (x.strip() for x in args.images.split(","))):
         name, _, value = part.partition("=")
@@ -405,8 +415,23 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(out_dir=out, quick=args.quick, threads=args.threads,
                   command="python -m benchmarks.quality" + (" " + shlex.join(argv) if argv
                                                             else ""))
+    if args.sets or args.tasks:
+        fill_checkpoints(ctx, counts, sets, tasks)
+        print("quality: part done; run again without --sets/--tasks to write the tables")
+        return 0
     run(ctx, counts)
     return 0
+
+
+def fill_checkpoints(ctx: Context, counts: dict[str, int], sets: tuple[str, ...],
+                     tasks: tuple[str, ...]) -> None:
+    """Compute (or reuse) the checkpoints of ``sets`` x ``tasks``; write no tables."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    lpips_net = LPIPS(LPIPS_PATH).to(device) if lpips_available(LPIPS_PATH) else None
+    counts = {**DEFAULT_COUNTS, **counts}
+    for name in sets:
+        evaluate(ctx, name, subset(name, ctx.quick, counts), counts[name], lpips_net, device,
+                 tasks)
 
 
 if __name__ == "__main__":
