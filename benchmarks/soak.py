@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
     pq.write_table(pa.Table.from_pylist(series), out_dir / "soak_series.parquet")
     notes = [
-        (f"Run: `python -m {res['command']}` (paths are temporary), prior {res['prior_weights']}, "
+        (f"Run: `python {res['command']}` (paths are temporary), prior {res['prior_weights']}, "
         "one actor with one torch thread."),
         (f"RSS of the CLI's process tree sampled every {args.interval:g} s (psutil): flow = the CLI "
         "process; actor = the ray::RestoreWorker process; other = everything else (Ray GCS, "
