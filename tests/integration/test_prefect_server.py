@@ -81,7 +81,7 @@ def _render_until(url: str, needles: list[str], screenshot: Path) -> str:
     """Render ``url`` with a growing time budget until every needle shows (a loaded CI box can
     need longer than one budget for the UI's API calls); returns the last text."""
     text = ""
-    for budget_ms in (15_000, 30_000, 60_000):
+    for budget_ms in (15_000, 30_000, 60_000, 120_000):
         text = _render(url, screenshot=screenshot, budget_ms=budget_ms)
         if all(n in text for n in needles):
             break

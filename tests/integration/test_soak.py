@@ -10,10 +10,19 @@ pytestmark = [pytest.mark.integration]
 
 
 @pytest.mark.timeout(600)
-def test_a_small_soak_commits_every_image_once_and_samples_the_tree(tmp_path):
+def test_a_small_soak_commits_every_image_once_and_samples_the_tree():
+    import shutil
+    import tempfile
+    from pathlib import Path
+
     from benchmarks.soak import run_soak
 
-    res = run_soak(tmp_path, 60, interval=0.5, batch=16, shard=20, timeout_s=540)
+    # Short: Ray's session sockets live under it (AF_UNIX paths stop at 107 bytes).
+    work = Path(tempfile.mkdtemp(prefix="rsk", dir="/tmp"))
+    try:
+        res = run_soak(work, 60, interval=0.5, batch=16, shard=20, timeout_s=540)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
     assert res["checks"] == {"images": 60, "ok": 60, "manifest_rows": 60, "unique_ids": 60,
                              "lost": 0, "duplicated": 0, "files_written": 60, "summary_ok": 60,
