@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results[/quick])")
     p.add_argument("--images", type=int, default=None,
                    help="eval: images per evaluation set (default 16 digits, 10 photos; <= 64)")
+    p.add_argument("--k-max", type=int, default=None,
+                   help="eval: samples per image (default 16; K in 1, 2, 4, ... up to it)")
     args = p.parse_args(argv)
     chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SECTIONS]
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     if "eval" in chosen:
         from .uncertainty_eval import run_eval
 
-        run_eval(ctx, args.images)
+        run_eval(ctx, args.images, args.k_max)
     _join(out)
     return 0
 

@@ -138,11 +138,16 @@ EVAL_NOTES = [
 ]
 
 
-def run_eval(ctx: Context, images: int | None = None) -> None:
+def run_eval(ctx: Context, images: int | None = None, k_max: int | None = None) -> None:
     """Write ``uncertainty_eval`` (table, flag table, figure) and the per-image rows
-    (``uncertainty_eval_per_image.parquet``); ``images`` overrides the count per set (<= 64)."""
+    (``uncertainty_eval_per_image.parquet``); ``images`` overrides the count per set (<= 64),
+    ``k_max`` the number of samples per image."""
     start = time.perf_counter()
     cfg = QUICK if ctx.quick else {"k_max": K_MAX, "ks": KS, "steps": STEPS, "counts": COUNTS}
+    if k_max is not None:
+        if k_max < 2:
+            raise SystemExit("--k-max: at least 2 (the spread needs two samples)")
+        cfg = {**cfg, "k_max": k_max, "ks": tuple(k for k in KS if k <= k_max)}
     counts = {name: images for name in cfg["counts"]} if images else cfg["counts"]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     lpips_net = LPIPS(str(LPIPS_PATH)) if lpips_available(str(LPIPS_PATH)) else None
