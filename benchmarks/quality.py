@@ -304,6 +304,50 @@ def paired_differences(per_image: list[dict]) -> list[dict]:
     return out
 
 
+def paired_at_budgets(per_image: list[dict], summary: list[dict]) -> list[dict]:
+    """Each method minus Restora-Flow at the same budget (~64, ~190 NFE), image by image.
+
+    Restora-Flow's row at a budget is its matched row, or its published row when that already
+    costs about the budget (box: 64 steps with corrections = 190 NFE)."""
+    import pandas as pd
+
+    df = pd.DataFrame(per_image)
+    nfe = {(r["dataset"], r["task"], r["method"], r["setting"]): r["nfe"] for r in summary}
+    out = []
+    for (dataset, task), group in df.groupby(["dataset", "task"], sort=False):
+        ref_method = REFERENCE.get(task, "restora_flow")
+        for budget in BUDGETS:
+            label = f"~{budget} NFE"
+            ref_setting = next((s for s in (label, "published")
+                                if abs(nfe.get((dataset, task, ref_method, s), -99) - budget) <= 5),
+                               None)
+            if ref_setting is None:
+                continue
+            base = group[(group.method == ref_method) & (group.setting == ref_setting)]
+            base = base.set_index("index")
+            for (method, setting), other in group.groupby(["method", "setting"], sort=False):
+                cost = nfe.get((dataset, task, method, setting), -99)
+                if method == ref_method or abs(cost - budget) > 5:
+                    continue
+                other = other.set_index("index")
+                row = {"dataset": dataset, "task": task, "budget": label, "method": method,
+                       "setting": setting, "nfe": cost,
+                       "against": f"{ref_method} {ref_setting} "
+                                  f"({nfe[(dataset, task, ref_method, ref_setting)]} NFE)"}
+                for metric in ("psnr", "psnr_hole", "lpips"):
+                    if metric not in other:
+                        continue
+                    diff = (other[metric] - base[metric]).dropna()
+                    if len(diff) < 2:
+                        continue
+                    half = float(stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1)
+                                 / math.sqrt(len(diff)))
+                    row[f"d_{metric}"] = float(diff.mean())
+                    row[f"d_{metric}_ci95"] = half
+                out.append(row)
+    return out
+
+
 def run(ctx: Context, counts: dict[str, int] | None = None) -> list[dict]:
     """Section 5 rows for digits32 and photo32; writes quality.{parquet,md}, figures, per-image."""
     started = time.perf_counter()
@@ -371,7 +415,9 @@ def run(ctx: Context, counts: dict[str, int] | None = None) -> list[dict]:
     write_section(ctx, "quality", "5. Quality per task at published settings and matched budgets",
                   summary, notes=notes, columns=cols, seconds=time.perf_counter() - started,
                   extra_tables={"Paired differences against Restora-Flow (published settings)":
-                                paired},
+                                paired,
+                                "At equal cost: paired differences against Restora-Flow at the "
+                                "same budget": paired_at_budgets(per_image, summary)},
                   body="\n\n".join(f"![{t}](quality_{t}.png)" for t in TASKS))
     return summary
 

@@ -42,3 +42,25 @@ def test_paired_differences_give_the_mean_interval_and_wins_per_image():
     # t(0.975, 2) = 4.303; sd of (1, 0.5, 1.5) = 0.5
     assert row["d_psnr_ci95"] == pytest.approx(4.303 * 0.5 / 3**0.5, rel=1e-3)
     assert row["psnr_better_on"] == "3/3" and row["lpips_better_on"] == "0/3"
+
+
+def test_equal_cost_pairs_use_restora_flows_row_at_that_budget():
+    from benchmarks.quality import paired_at_budgets
+
+    summary, rows = [], []
+    runs = [("restora_flow", "published", 190, (20.0, 22.0, 24.0)),
+            ("restora_flow", "~64 NFE", 64, (19.0, 20.0, 21.0)),
+            ("mask_ode", "~190 NFE", 190, (18.0, 21.0, 22.0)),
+            ("mask_ode", "published", 64, (19.5, 20.5, 21.5)),
+            ("pnp_flow", "published", 500, (30.0, 30.0, 30.0))]
+    for method, setting, nfe, values in runs:
+        summary.append({"dataset": "d", "task": "box", "method": method, "setting": setting,
+                        "nfe": nfe})
+        for i, v in enumerate(values):
+            rows.append({"dataset": "d", "task": "box", "method": method, "setting": setting,
+                         "index": i, "psnr": v, "psnr_hole": v, "lpips": 0.1})
+    out = {(r["budget"], r["method"]): r for r in paired_at_budgets(rows, summary)}
+    assert set(out) == {("~64 NFE", "mask_ode"), ("~190 NFE", "mask_ode")}  # pnp_flow: no budget
+    assert out[("~190 NFE", "mask_ode")]["against"] == "restora_flow published (190 NFE)"
+    assert out[("~190 NFE", "mask_ode")]["d_psnr"] == pytest.approx(-5 / 3)
+    assert out[("~64 NFE", "mask_ode")]["d_psnr"] == pytest.approx(0.5)
