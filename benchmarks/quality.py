@@ -273,6 +273,25 @@ def evaluate(ctx: Context, name: str, indices: list[int], batch: int, lpips_net,
     return summary, per_image, shown
 
 
+def _paired(other, base, *, wins: bool) -> dict[str, Any]:
+    """Mean per-image difference ``other - base`` and its 95% t half-width per metric (both
+    indexed by image); with ``wins``, also on how many images ``other`` is better."""
+    row: dict[str, Any] = {}
+    for metric in ("psnr", "psnr_hole", "lpips"):
+        if metric not in other:
+            continue
+        diff = (other[metric] - base[metric]).dropna()
+        if len(diff) < 2:
+            continue
+        row[f"d_{metric}"] = float(diff.mean())
+        row[f"d_{metric}_ci95"] = float(stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1)
+                                        / math.sqrt(len(diff)))
+        if wins:
+            better = diff < 0 if metric == "lpips" else diff > 0
+            row[f"{metric}_better_on"] = f"{int(better.sum())}/{len(diff)}"
+    return row
+
+
 def paired_differences(per_image: list[dict]) -> list[dict]:
     """Each run minus Restora-Flow at its published settings, image by image, with 95% t-intervals."""
     import pandas as pd
@@ -288,18 +307,7 @@ def paired_differences(per_image: list[dict]) -> list[dict]:
             other = other.set_index("index")
             row = {"dataset": dataset, "task": task, "method": method, "setting": setting,
                    "against": f"{ref_method} published"}
-            for metric in ("psnr", "psnr_hole", "lpips"):
-                if metric not in other:
-                    continue
-                diff = (other[metric] - base[metric]).dropna()
-                if len(diff) < 2:
-                    continue
-                half = float(stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1)
-                             / math.sqrt(len(diff)))
-                row[f"d_{metric}"] = float(diff.mean())
-                row[f"d_{metric}_ci95"] = half
-                better = diff < 0 if metric == "lpips" else diff > 0
-                row[f"{metric}_better_on"] = f"{int(better.sum())}/{len(diff)}"
+            row.update(_paired(other, base, wins=True))
             out.append(row)
     return out
 
@@ -334,16 +342,7 @@ def paired_at_budgets(per_image: list[dict], summary: list[dict]) -> list[dict]:
                        "setting": setting, "nfe": cost,
                        "against": f"{ref_method} {ref_setting} "
                                   f"({nfe[(dataset, task, ref_method, ref_setting)]} NFE)"}
-                for metric in ("psnr", "psnr_hole", "lpips"):
-                    if metric not in other:
-                        continue
-                    diff = (other[metric] - base[metric]).dropna()
-                    if len(diff) < 2:
-                        continue
-                    half = float(stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1)
-                                 / math.sqrt(len(diff)))
-                    row[f"d_{metric}"] = float(diff.mean())
-                    row[f"d_{metric}_ci95"] = half
+                row.update(_paired(other, base, wins=False))
                 out.append(row)
     return out
 
