@@ -100,6 +100,18 @@ def machine_info(threads: int) -> dict[str, Any]:
     }
 
 
+def context_from_args(module: str, argv: list[str], args: Any, **extra: Any) -> Context:
+    """A benchmark CLI's run context from its ``--out``, ``--quick`` and ``--threads`` (set here):
+    results go to benchmarks/results[/quick] unless ``--out``; the command is the exact one."""
+    import shlex
+
+    out = Path(args.out) if args.out else REPO_ROOT / "benchmarks" / "results" / (
+        "quick" if args.quick else "")
+    set_threads(args.threads)
+    command = f"python -m {module}" + (" " + shlex.join(argv) if argv else "")
+    return Context(out_dir=out, quick=args.quick, command=command, threads=args.threads, **extra)
+
+
 def set_threads(threads: int) -> None:
     """Pin torch's intra-op threads (on a shared 2-core box, more threads than free cores
     oversubscribe and slow every forward by an order of magnitude)."""

@@ -427,10 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     ``--sets`` / ``--tasks`` fill the checkpoints of a part only (to spread the study over
     processes); a run without them reuses every finished part and writes the tables."""
     import argparse
-    import shlex
     import sys
 
-    from .common import set_threads
+    from .common import context_from_args
 
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="python -m benchmarks.quality",
@@ -454,12 +453,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--images {part!r}: expected NAME=N with NAME in "
                              f"{sorted(DEFAULT_COUNTS)} and 2 <= N <= 64")
         counts[name] = int(value)
-    out = Path(args.out) if args.out else REPO_ROOT / "benchmarks" / "results" / (
-        "quick" if args.quick else "")
-    set_threads(args.threads)
-    ctx = Context(out_dir=out, quick=args.quick, threads=args.threads,
-                  command="python -m benchmarks.quality" + (" " + shlex.join(argv) if argv
-                                                            else ""))
+    ctx = context_from_args("benchmarks.quality", argv, args)
     if args.sets or args.tasks:
         fill_checkpoints(ctx, counts, sets, tasks)
         print("quality: part done; run again without --sets/--tasks to write the tables")

@@ -13,13 +13,11 @@ the command that reproduces it. Timings are not pass/fail: the machine is shared
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 import traceback
-from pathlib import Path
 
-from .common import REPO_ROOT, Context, markdown_table, set_threads
+from .common import context_from_args, markdown_table
 
 SECTIONS = {1: "efficiency", 2: "batching", 3: "pipeline", 4: "scaling", 5: "quality", 6: "gpu"}
 
@@ -63,12 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown:
         raise SystemExit(f"unknown sections {unknown}; expected some of {sorted(SECTIONS)}")
-    out = Path(args.out) if args.out else REPO_ROOT / "benchmarks" / "results" / (
-        "quick" if args.quick else "")
-    command = "python -m benchmarks.run_all" + (" " + shlex.join(argv) if argv else "")
-    set_threads(args.threads)
-    ctx = Context(out_dir=out, quick=args.quick, command=command, threads=args.threads,
-                  models=tuple(m.strip() for m in args.models.split(",") if m.strip()))
+    ctx = context_from_args("benchmarks.run_all", argv, args,
+                            models=tuple(m.strip() for m in args.models.split(",") if m.strip()))
+    out = ctx.out_dir
     status = []
     done_pipeline = False
     for number in sections:
@@ -92,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "run_status.md").write_text(
-        f"# Benchmark run\n\n- command: `{command}`\n\n" + markdown_table(status))
+        f"# Benchmark run\n\n- command: `{ctx.command}`\n\n" + markdown_table(status))
     return 0 if all(s["status"] == "ok" for s in status) else 1
 
 

@@ -15,7 +15,6 @@ joins the sections present.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from tests.core.analytic import (
     calibration_scores,
 )
 
-from .common import REPO_ROOT, Context, set_threads, write_section
+from .common import Context, context_from_args, write_section
 
 SECTIONS = ("calibration", "eval")
 # Longer runs of some methods: is a miscalibration the discretisation or the method?
@@ -142,12 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in chosen if s not in SECTIONS]
     if unknown:
         raise SystemExit(f"unknown sections {unknown}; expected some of {list(SECTIONS)}")
-    out = Path(args.out) if args.out else REPO_ROOT / "benchmarks" / "results" / (
-        "quick" if args.quick else "")
-    set_threads(args.threads)
-    ctx = Context(out_dir=out, quick=args.quick, threads=args.threads,
-                  command="python -m benchmarks.uncertainty" + (" " + shlex.join(argv) if argv
-                                                                 else ""))
+    ctx = context_from_args("benchmarks.uncertainty", argv, args)
     if "calibration" in chosen:
         samples, images = (64, 4) if args.quick else (512, 16)
         start = time.perf_counter()
@@ -160,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         from .uncertainty_eval import run_eval
 
         run_eval(ctx, args.images, args.k_max)
-    _join(out)
+    _join(ctx.out_dir)
     return 0
 
 
