@@ -3,6 +3,7 @@
     python -m benchmarks.uncertainty                          # both sections -> benchmarks/results/
     python -m benchmarks.uncertainty --sections calibration   # the Gaussian-prior section only
     python -m benchmarks.uncertainty --quick                  # small sizes -> benchmarks/results/quick/
+    python -m benchmarks.uncertainty --sections eval --task random --images 64 --k-max 4
 
 calibration: on a Gaussian prior over 8x8 gray images (exact velocity, exact posterior;
 ``tests/core/analytic.py``), K samples of every registry method against the exact posterior of
@@ -113,7 +114,8 @@ def calibration_summary(rows: list[dict]) -> str:
 
 
 def _join(out_dir: Path) -> None:
-    parts = [out_dir / f"uncertainty_{s}.md" for s in SECTIONS]
+    # Every eval run (per task and image count) has its own file; the joined page shows them all.
+    parts = [out_dir / "uncertainty_calibration.md", *sorted(out_dir.glob("uncertainty_eval*.md"))]
     body = ["# Several samples per image: uncertainty", "",
             "Sections written by `python -m benchmarks.uncertainty`; each keeps its own header.", ""]
     for part in parts:
@@ -136,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="eval: images per evaluation set (default 16 digits, 10 photos; <= 64)")
     p.add_argument("--k-max", type=int, default=None,
                    help="eval: samples per image (default 16; K in 1, 2, 4, ... up to it)")
+    p.add_argument("--task", default="box", help="eval: box or random inpainting (default box)")
+    p.add_argument("--sets", default="",
+                   help="eval: only these sets, comma list (fills checkpoints, writes no tables)")
     args = p.parse_args(argv)
     chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SECTIONS]
@@ -153,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     if "eval" in chosen:
         from .uncertainty_eval import run_eval
 
-        run_eval(ctx, args.images, args.k_max)
+        sets = tuple(s.strip() for s in args.sets.split(",") if s.strip())
+        run_eval(ctx, args.images, args.k_max, args.task, sets)
+        if sets:
+            return 0
     _join(ctx.out_dir)
     return 0
 

@@ -7,6 +7,7 @@ documented columns, and that the efficiency is a plausible ratio.
 from __future__ import annotations
 
 import pyarrow.parquet as pq
+import pytest
 
 from benchmarks import run_all
 
@@ -48,3 +49,34 @@ def test_quick_uncertainty_calibration_scores_every_method_per_task(tmp_path):
     md = (tmp_path / "uncertainty.md").read_text()
     assert "python -m benchmarks.uncertainty --quick --sections calibration" in md
     assert "Closest to the exact posterior per task" in md
+
+
+def test_quick_uncertainty_eval_random_resumes_per_set(tmp_path, monkeypatch):
+    from benchmarks import uncertainty, uncertainty_eval
+
+    monkeypatch.setattr(uncertainty_eval, "PARTIAL_DIR", tmp_path / "partial")
+    out = tmp_path / "out"
+    base = ["--quick", "--sections", "eval", "--task", "random", "--images", "4", "--k-max", "2",
+            "--out", str(out)]
+    # A part fills one set's checkpoint and writes no table.
+    assert uncertainty.main([*base, "--sets", "digits32"]) == 0
+    assert len(list((tmp_path / "partial").glob("uncertainty_eval_random_4_digits32_*.pt"))) == 1
+    assert not (out / "uncertainty_eval_random_4.md").exists()
+
+    assert uncertainty.main(base) == 0
+    assert len(list((tmp_path / "partial").glob("*.pt"))) == 2  # digits32 reused, photo32 new
+    rows = pq.read_table(out / "uncertainty_eval_random_4.parquet").to_pylist()
+    assert {r["task"] for r in rows} == {"random"}
+    assert {(r["dataset"], r["estimate"]) for r in rows} == {
+        (d, e) for d in ("digits32", "photo32") for e in ("biharmonic", "one sample", "mean of 2")}
+    one = {r["dataset"]: r for r in rows if r["estimate"] == "one sample"}
+    assert all(r["gain_vs_one_sample_db"] == 0 and r["nfe_per_image"] > 0 for r in one.values())
+    per_image = pq.read_table(out / "uncertainty_eval_random_4_per_image.parquet").to_pylist()
+    assert len(per_image) == 8 and all(r["uncertainty_mean_k2"] > 0 for r in per_image)
+    assert (out / "uncertainty_eval_random_4.png").stat().st_size > 0
+    md = (out / "uncertainty.md").read_text()
+    assert "Several samples on the shipped priors (random, K up to 2)" in md
+    assert "Random inpainting (each pixel missing with probability 0.7)" in md
+
+    with pytest.raises(SystemExit, match="--task"):
+        uncertainty.main([*base[:-2], "--task", "superres", "--out", str(out)])
