@@ -442,5 +442,29 @@ def main(argv: list[str] | None = None) -> int:
     return cmd_inspect(args)
 
 
+# Commands that only read and print: once their output is flushed nothing is left to finish.
+_READ_ONLY = ("inspect", "methods")
+
+
+def script() -> None:
+    """Console entry of `restora`: ``main``, then a read-only command leaves at once."""
+    argv = sys.argv[1:]
+    rc = main(argv)
+    if argv and argv[0] in _READ_ONLY:
+        # pyarrow's native thread pools can abort a finished process at interpreter teardown
+        # ("terminate called without an active exception", apache/arrow#34314); a command that
+        # has printed everything skips that teardown.
+        import logging
+
+        logging.shutdown()
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (BrokenPipeError, OSError):
+            rc = rc or 1
+        os._exit(rc)
+    raise SystemExit(rc)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    script()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -24,6 +29,7 @@ from tasks.summary import error_cause, markdown_summary, summarize
 from tasks.validate import validate_job
 
 BASE = {"input_uri": "/in", "output_uri": "/out", "task": "box"}
+REPO = Path(__file__).resolve().parents[2]
 ON_CPU = ("m", "cpu", "fp32")  # config_hash's model id, device kind and resolved precision
 
 
@@ -303,3 +309,26 @@ def test_methods_listing_shows_every_method_with_task_defaults_cost_and_sources(
     assert main(["methods", "--task", "denoise"]) == 0
     out = capsys.readouterr().out
     assert "restora_flow_denoise" in out and "mask_ode" not in out and "t0=0.3" in out
+
+
+def _console(*args: str) -> subprocess.CompletedProcess:
+    """The `restora` console entry (``flows.cli:script``) in a fresh process."""
+    code = "import sys; from flows.cli import script; sys.argv[0] = 'restora'; script()"
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_read_only_commands_leave_with_their_code_and_all_their_output(tmp_path):
+    rows = [_row(i) for i in range(3)]
+    uri = str(tmp_path / "out" / "manifests" / "shard-00000.parquet")
+    write_manifest(rows_to_table({k: [r[k] for r in rows] for k in MANIFEST_COLUMNS}), uri,
+                   shard_id="shard-00000", config_hash="h")
+    # inspect exits through os._exit: the JSON must still arrive whole.
+    proc = _console("inspect", str(tmp_path / "out"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["images"]["total"] == 3
+    listing = _console("methods", "--json")
+    assert listing.returncode == 0 and {m["method"] for m in json.loads(listing.stdout)} >= {
+        "restora_flow", "restora_flow_denoise"}
+    empty = _console("inspect", str(tmp_path / "nothing-here"))
+    assert empty.returncode == 2 and "no manifests under" in empty.stderr
