@@ -15,9 +15,8 @@ import time
 
 import torch
 
-from restora_core import restore
+from restora_core import method_nfe, restore
 from restora_core.observations import simulate_observation
-from restora_core.restore import method_nfe
 
 from .common import Context, PriorUnderTest, eval_images, prior_under_test, write_section
 

@@ -35,11 +35,11 @@ from typing import Any
 
 import torch
 
+from restora_core import method_nfe
 from restora_core.degradations import box_mask, centered_box
 from restora_core.metrics import psnr_hole
 from restora_core.models import PRESETS, build_model
 from restora_core.noise import generators_for_seeds
-from restora_core.restore import method_nfe
 from restora_core.runtime import RuntimeConfig, describe, prepare_velocity, resolve_runtime
 from restora_core.samplers import restora_flow
 

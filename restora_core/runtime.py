@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, replace
-from typing import Literal
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-Precision = Literal["auto", "fp32", "tf32", "bf16", "bf16w"]
-CompileMode = Literal["auto", "off", "default", "max-autotune"]
-PRECISIONS = ("fp32", "tf32", "bf16", "bf16w")
-COMPILE_MODES = ("off", "default", "max-autotune")
+from .choices import COMPILE_MODES, PRECISIONS, CompileMode, Precision
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pyarrow.compute as pc
 import ray
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from .batch_io import load_batch, write_batch
-from .lease import ensure_still_held
-from .manifest import concat, manifest_uri, read_manifest, rows_to_table, write_manifest
+from .batch_io import commit_shard, load_batch, write_batch
 from .planning import ShardPlan
 from .pool import IO_TASK_CPUS, ActorPool
 from .readers import get_reader
@@ -40,28 +37,7 @@ def _io_options() -> dict[str, Any]:
 
 _load = ray.remote(load_batch).options(**_io_options())
 _write = ray.remote(write_batch).options(**_io_options())
-
-
-@ray.remote(num_cpus=IO_TASK_CPUS, max_retries=3)
-def _commit(shard_id: str, columns: list[dict[str, list]], redo_sources: list[str] | None,
-            spec: JobSpec, info: RunInfo) -> dict[str, int]:
-    """Write the shard's manifest (merged with the kept rows of the old one for --retry-failed)."""
-    merged: dict[str, list] = {}
-    for part in columns:
-        for key, values in part.items():
-            merged.setdefault(key, []).extend(values)
-    table = rows_to_table(merged)
-    uri = manifest_uri(spec.output_uri, shard_id)
-    ensure_still_held(spec.output_uri, spec.storage_options, info.lease_generation,
-                      f"the manifest of {shard_id}")
-    if redo_sources is not None:
-        old = read_manifest(uri, spec.storage_options)
-        keep = pc.invert(pc.is_in(old["source_uri"], value_set=table["source_uri"]))
-        table = concat([old.filter(keep), table])
-    write_manifest(table, uri, shard_id=shard_id, config_hash=info.config_hash,
-                   storage_options=spec.storage_options)
-    status = table["status"].to_pylist()
-    return {"rows": len(status), "ok": status.count("ok"), "error": status.count("error")}
+_commit = ray.remote(commit_shard).options(**_io_options())
 
 
 def batch_requests(shard: ShardPlan, spec: JobSpec,

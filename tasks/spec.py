@@ -10,9 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from restora_core.restore import ESTIMATES
-from restora_core.runtime import Precision
-from restora_core.samplers import METHODS, get_method, methods_for_task, params_dict
+from restora_core.choices import ESTIMATES, Precision
 
 from .readers import reader_names
 
@@ -120,6 +118,10 @@ class JobSpec(BaseModel):
 
     @model_validator(mode="after")
     def _coherent(self) -> JobSpec:
+        # The method registry imports torch, so it is imported where validation needs it: a spec
+        # unpickled in an I/O worker is never validated again and never loads it.
+        from restora_core.samplers import METHODS, get_method, methods_for_task
+
         if self.masks_uri and self.task != "inpaint":
             raise ValueError(f"masks_uri is only used by task 'inpaint', not '{self.task}'")
         if self.method not in METHODS:
@@ -154,6 +156,8 @@ class JobSpec(BaseModel):
     @property
     def resolved_params(self) -> dict[str, Any]:
         """Every parameter of the method as it will run: the task's defaults plus the spec's."""
+        from restora_core.samplers import get_method, params_dict
+
         try:
             chosen = get_method(self.method).make_params(self.task, self.requested_params)
         except ValueError as exc:

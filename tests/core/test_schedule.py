@@ -4,7 +4,7 @@ from itertools import pairwise
 
 import pytest
 
-from restora_core.restore import method_nfe
+from restora_core import method_nfe
 from restora_core.schedule import (
     correction_levels,
     correction_schedule,

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from .choices import ESTIMATES
 from .noise import generators_for_seeds
 from .observations import DEFAULT_DENOISE_SIGMA, DEFAULT_SIGMA_Y
 from .priors import Prior
@@ -16,7 +17,6 @@ from .seeding import image_seed, sample_seed
 
 __all__ = ["ESTIMATES", "METHODS", "RestoreResult", "method_nfe", "restore"]
 
-ESTIMATES = ("mean", "sample", "median")
 
 
 @dataclass(frozen=True)

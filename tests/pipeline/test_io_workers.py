@@ -1,0 +1,71 @@
+"""The I/O stages run in processes that never import torch, Prefect or Ray's task code.
+
+Ray runs ``load_batch``, ``write_batch`` and ``commit_shard`` in its pooled I/O workers; each
+worker imports what unpickling the function and its arguments needs. With torch that is ~280 MiB
+per worker, without it ~100 MiB, and a node runs up to 4 of them per CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from tasks.batch_io import load_batch
+from tasks.spec import RunInfo, parse_spec
+from tasks.worker import RestoreWorker
+
+from .conftest import png_bytes
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Run in a fresh interpreter: unpickle the stage arguments, run the three stages, report.
+_CHILD = """
+import json, pickle, sys
+from tasks.batch_io import commit_shard, load_batch, write_batch
+request, spec, info, restored = pickle.loads(open(sys.argv[1], "rb").read())
+loaded = load_batch(request, spec, info)
+written = write_batch(restored, spec, info)
+counts = commit_shard("shard-00000", [written], None, spec, info)
+print(json.dumps({"loaded": [str(s) for s in loaded["status"]], "counts": counts,
+                  "imported": sorted(m for m in ("torch", "prefect", "ray", "restora_core.samplers")
+                                     if m in sys.modules)}))
+"""
+
+
+def test_load_write_and_commit_run_without_torch_prefect_or_ray(tmp_path, tiny_prior_path):
+    rng = np.random.default_rng(5)
+    items = []
+    for i in range(3):
+        path = tmp_path / "in" / f"im{i}.png"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(png_bytes(rng.integers(0, 256, (16, 16), dtype=np.uint8)))
+        items.append({"id": path.stem, "source": str(path)})
+    spec = parse_spec({"input_uri": str(tmp_path / "in"), "output_uri": str(tmp_path / "out"),
+                       "task": "box", "steps": 2, "prior": tiny_prior_path, "batch_size": 3})
+    from restora_core import load_prior
+
+    model_id = load_prior(tiny_prior_path).model_id
+    info = RunInfo(model_id, spec.config_hash(model_id, "cpu", "fp32"), 1, 16, "cpu", "fp32")
+    request = {"kind": "images", "shard_id": "shard-00000", "items": items, "preview": True}
+    restored = RestoreWorker(spec, info, threads=1)(load_batch(request, spec, info))
+    args = tmp_path / "args.pkl"
+    args.write_bytes(pickle.dumps((request, spec, info, restored)))
+
+    proc = subprocess.run([sys.executable, "-c", _CHILD, str(args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["imported"] == [], f"the I/O stages imported {report['imported']}"
+    assert report["loaded"] == ["ok"] * 3
+    assert report["counts"] == {"rows": 3, "ok": 3, "error": 0}
+    manifest = pq.read_table(tmp_path / "out" / "manifests" / "shard-00000.parquet")
+    assert manifest["status"].to_pylist() == ["ok"] * 3
+    assert sorted(p.name for p in (tmp_path / "out" / "images").glob("*.png")) == [
+        "im0.png", "im1.png", "im2.png"]
