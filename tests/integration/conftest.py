@@ -15,6 +15,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 _RUN_DIR = Path(tempfile.mkdtemp(prefix="rit-"))
 for _key, _value in {
@@ -55,6 +56,12 @@ def child_env(**extra: str) -> dict[str, str]:
     env.pop("PREFECT_API_URL", None)
     env.update(extra)
     return env
+
+
+def start_cli(*args: str, env: dict[str, str], **popen: Any) -> subprocess.Popen:
+    """Start `python -m flows.cli ...` in its own process group (stop it with stop_process_group)."""
+    return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env,
+                            start_new_session=True, **popen)
 
 
 def restora_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240,

@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -21,6 +20,7 @@ from .conftest import (
     png,
     prefect_api,
     restora_cli,
+    start_cli,
     stop_process_group,
     wait_for,
 )
@@ -63,9 +63,7 @@ def test_a_killed_run_loses_nothing_committed_and_resumes(tmp_path, tiny_prior):
             "--prior", tiny_prior, "--steps", "4", "--batch-size", "2", "--shard-size", "2",
             "--num-actors", "1", "--max-concurrent-shards", "1"]
     env = child_env(PREFECT_HOME=str(tmp_path / "prefect"))
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = start_cli(*args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     manifests = out / "manifests"
     try:
         wait_for(lambda: manifests.exists() and len(list(manifests.glob("*.parquet"))) >= 3,

@@ -183,46 +183,52 @@ def test_a_hostile_prior_is_one_clear_job_error_and_nothing_is_unpickled(
     assert not (tmp_path / "out" / "manifests").exists()
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(600)
 def test_two_restore_runs_on_one_output_never_both_write(tmp_path, tiny_prior):
     import subprocess
-    import sys
 
-    from .conftest import REPO, child_env, stop_process_group
+    from .conftest import child_env, restora_cli, start_cli, stop_process_group, wait_for
 
+    count = 400
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
-    for i, img in enumerate(gray_images(8, seed=6)):
-        (src / f"img{i}.png").write_bytes(png(img))
+    for i, img in enumerate(gray_images(count, seed=6)):
+        (src / f"img{i:03d}.png").write_bytes(png(img))
+    # 200 shards, one at a time: the first run holds the lease for far longer than the second
+    # takes to start and ask for it (shards take ~0.3 s here; a run starts in ~20-30 s).
     args = ["restore", "--input", str(src), "--output", str(out), "--task", "box",
             "--prior", tiny_prior, "--steps", "4", "--batch-size", "2", "--shard-size", "2",
-            "--num-actors", "1"]
-    procs = []
-    for name in ("a", "b"):  # started together: whichever takes the lease first, the other refuses
-        env = child_env(PREFECT_HOME=str(tmp_path / f"prefect-{name}"))
-        procs.append(subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      start_new_session=True))
+            "--num-actors", "1", "--max-concurrent-shards", "1"]
+    logs = {name: tmp_path / f"run-{name}.log" for name in ("first", "second")}
+    runs: dict[str, subprocess.Popen] = {}
     try:
-        outputs = [p.communicate(timeout=360) for p in procs]
+        for name in ("first", "second"):
+            if name == "second":
+                wait_for(lambda: (out / "leases" / "00000001.json").exists(), timeout=240,
+                         what="the first run's lease")
+            with open(logs[name], "w") as log:
+                runs[name] = start_cli(*args, env=child_env(PREFECT_HOME=str(tmp_path / name)),
+                                       stdout=log, stderr=subprocess.STDOUT)
+        runs["second"].wait(timeout=300)
+        overlapped = runs["first"].poll() is None
     finally:
-        for p in procs:
-            stop_process_group(p)
-    codes = [p.returncode for p in procs]
-    assert sorted(codes) == [0, 1], (codes, [o[1][-2000:] for o in outputs])
-    winner = json.loads((out / "summary.json").read_text())
-    loser_err = outputs[codes.index(1)][1]
-    assert f"is being written by run {winner['run_id']}" in loser_err, loser_err[-2000:]
-    assert winner["images"] == {"total": 8, "ok": 8, "error": 0}
-    rows = pq.read_table(out / "manifests")
-    assert sorted(rows["id"].to_pylist()) == sorted(f"img{i}" for i in range(8))
-    # The refused run took no lease generation; a later run takes the released lease and skips
-    # every shard.
+        for proc in runs.values():  # the first run is stopped mid-way; a rerun finishes it
+            stop_process_group(proc)
+    second_log = logs["second"].read_text()
+    assert runs["second"].returncode == 1, (
+        "the second run was not refused" + ("" if overlapped else
+                                            " (the first had ended: the runs did not overlap)"),
+        second_log[-3000:])
+    holder = json.loads((out / "leases" / "00000001.json").read_text())["run_id"]
+    assert f"is being written by run {holder}" in second_log, second_log[-2000:]
+    # The refused run took no lease generation.
     assert sorted(p.name for p in (out / "leases").iterdir()) == ["00000001.json"]
-    from .conftest import restora_cli
 
-    restora_cli(*args, env=child_env(PREFECT_HOME=str(tmp_path / "prefect-a")), timeout=300)
-    assert json.loads((out / "summary.json").read_text())["shards"]["run"] == 0
+    restora_cli(*args, env=child_env(PREFECT_HOME=str(tmp_path / "rerun")), timeout=400)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == {"total": count, "ok": count, "error": 0}
+    ids = pq.read_table(out / "manifests")["id"].to_pylist()
+    assert sorted(ids) == sorted(f"img{i:03d}" for i in range(count))  # once each
 
 
 def test_a_run_is_refused_while_another_holds_the_s3_output(pipeline, s3, tiny_prior):
