@@ -14,6 +14,7 @@ from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
@@ -70,10 +71,42 @@ def _logger() -> Any:
         return logging.getLogger("restora")
 
 
-def shards_to_run(plan: Plan, spec: JobSpec, info: RunInfo, *, retry_failed: bool, overwrite: bool
+class SummaryFold:
+    """The run summary folded in one committed manifest at a time: counts, errors, metric means
+    and, with several samples per image, the most uncertain rows (a bounded heap)."""
+
+    def __init__(self, samples: int):
+        """Start empty; ``samples`` is the spec's (above 1, the uncertainty columns are kept)."""
+        self.samples = samples
+        self.acc = SummaryAccumulator()
+        self.uncertain: list[tuple[float, int, dict[str, Any]]] = []  # a bounded min-heap
+        self.order = itertools.count()  # breaks ties without comparing rows
+        self.shards: set[str] = set()
+
+    def columns(self) -> list[str]:
+        """The manifest columns the fold reads."""
+        extra = ("output_uri", "uncertainty_mean", "uncertainty_p95") if self.samples > 1 else ()
+        return [*SUMMARY_COLUMNS, *(c for c in extra if c not in SUMMARY_COLUMNS)]
+
+    def add(self, shard_id: str, table: pa.Table) -> None:
+        """Fold in one shard's committed manifest (any table with ``columns()``)."""
+        self.shards.add(shard_id)
+        self.acc.add(table.select(list(SUMMARY_COLUMNS)))
+        if self.samples > 1:
+            for row in table.select(["id", "output_uri", "uncertainty_mean", "uncertainty_p95",
+                                     "flag"]).to_pylist():
+                if row["uncertainty_mean"] is not None:
+                    heapq.heappush(self.uncertain, (row["uncertainty_mean"], next(self.order), row))
+                    if len(self.uncertain) > MOST_UNCERTAIN:
+                        heapq.heappop(self.uncertain)
+
+
+def shards_to_run(plan: Plan, spec: JobSpec, info: RunInfo, *, retry_failed: bool, overwrite: bool,
+                  fold: SummaryFold | None = None
                   ) -> tuple[list[tuple[ShardPlan, list[str] | None]], int, list[MovedManifest]]:
     """([(shard, redo_sources or None for all)], skipped count, damaged manifests moved aside)
-    from the committed manifests; a damaged manifest is never trusted: its shard runs again."""
+    from the committed manifests; a damaged manifest is never trusted: its shard runs again.
+    Each skipped shard's manifest, already read whole to check it, is folded into ``fold``."""
     work, skipped, damaged = [], 0, []
     for shard in plan.shards:
         uri = manifest_uri(spec.output_uri, shard.shard_id)
@@ -100,13 +133,15 @@ def shards_to_run(plan: Plan, spec: JobSpec, info: RunInfo, *, retry_failed: boo
             work.append((shard, None))
             continue
         if retry_failed:
-            old = read_manifest(uri, spec.storage_options, columns=["status", "source_uri"])
+            old = committed.table
             redo = [s for s, st in zip(old["source_uri"].to_pylist(), old["status"].to_pylist())
                     if st == "error"]
             if redo:
                 work.append((shard, redo))
                 continue
         skipped += 1
+        if fold is not None:
+            fold.add(shard.shard_id, committed.table)
     return work, skipped, damaged
 
 
@@ -239,35 +274,23 @@ def _report_most_uncertain(spec: JobSpec, rows: list[dict[str, Any]]) -> None:
             description="restored (left) and per-pixel std (right, scaled to its maximum)")
 
 
-def build_summary(plan: Plan, spec: JobSpec, info: RunInfo) -> dict[str, Any]:
+def build_summary(plan: Plan, spec: JobSpec, info: RunInfo,
+                  fold: SummaryFold | None = None) -> dict[str, Any]:
     """Fold every committed manifest into the run summary; with several samples per image, also
-    the most uncertain rows (``summary["most_uncertain"]``)."""
-    acc = SummaryAccumulator()
-    uncertain: list[tuple[float, int, dict[str, Any]]] = []  # a bounded min-heap
-    order = itertools.count()  # breaks ties without comparing rows
-    committed = 0
+    the most uncertain rows (``summary["most_uncertain"]``). Shards already in ``fold`` (those
+    resume found committed and left alone) are not read again."""
+    fold = fold or SummaryFold(spec.samples)
     for shard in plan.shards:
+        if shard.shard_id in fold.shards:
+            continue
         uri = manifest_uri(spec.output_uri, shard.shard_id)
         if manifest_config_hash(uri, spec.storage_options) is None:
             continue
-        committed += 1
-        columns = list(SUMMARY_COLUMNS)
-        if spec.samples > 1:
-            columns += [c for c in ("output_uri", "uncertainty_mean", "uncertainty_p95")
-                        if c not in columns]
-        table = read_manifest(uri, spec.storage_options, columns=columns)
-        acc.add(table.select(list(SUMMARY_COLUMNS)))
-        if spec.samples > 1:
-            for row in table.select(["id", "output_uri", "uncertainty_mean", "uncertainty_p95",
-                                     "flag"]).to_pylist():
-                if row["uncertainty_mean"] is not None:
-                    heapq.heappush(uncertain, (row["uncertainty_mean"], next(order), row))
-                    if len(uncertain) > MOST_UNCERTAIN:
-                        heapq.heappop(uncertain)
-    summary = acc.result()
-    summary["shards"] = {"total": len(plan.shards), "committed": committed}
+        fold.add(shard.shard_id, read_manifest(uri, spec.storage_options, columns=fold.columns()))
+    summary = fold.acc.result()
+    summary["shards"] = {"total": len(plan.shards), "committed": len(fold.shards)}
     if spec.samples > 1:
-        summary["most_uncertain"] = [row for _, _, row in sorted(uncertain, reverse=True)]
+        summary["most_uncertain"] = [row for _, _, row in sorted(fold.uncertain, reverse=True)]
     return summary
 
 
@@ -311,8 +334,9 @@ def _restore_dataset(spec: JobSpec, info: RunInfo, lease: OutputLease, retry_fai
     plan, reused = load_or_make_plan(spec, replan=overwrite)
     if plan.input_format == "images" and spec.task == "inpaint" and not spec.masks_uri:
         raise JobSpecError("masks_uri: task 'inpaint' on an image folder needs masks_uri")
+    fold = SummaryFold(spec.samples)
     work, skipped, damaged = shards_to_run(plan, spec, info, retry_failed=retry_failed,
-                                           overwrite=overwrite)
+                                           overwrite=overwrite, fold=fold)
     logger.info("plan %s: %d shards, %d images; %d to run, %d already committed (config %s)",
                 "reused" if reused else "made", len(plan.shards), plan.total_items, len(work),
                 skipped, info.config_hash)
@@ -335,7 +359,7 @@ def _restore_dataset(spec: JobSpec, info: RunInfo, lease: OutputLease, retry_fai
                 pool.shutdown()
         publisher.publish(force=True)
     wall = time.time() - started
-    summary = build_summary(plan, spec, info)
+    summary = build_summary(plan, spec, info, fold)
     processed = sum(r["processed"] for r in results)
     summary.update({
         "flow_run_id": str(flow_run.get_id() or ""), "config_hash": info.config_hash,

@@ -56,9 +56,9 @@ def damaged_dir(output_uri: str) -> str:
 
 def check_manifest(uri: str, shard_id: str, expected_rows: int,
                    storage_options: dict[str, Any] | None = None) -> CommittedManifest | None:
-    """The committed manifest at ``uri`` (None when absent); DamagedManifestError when it cannot
-    be trusted as shard ``shard_id``'s commit marker; ManifestVersionError when newer Restora
-    wrote it."""
+    """The committed manifest at ``uri``, rows included (None when absent); DamagedManifestError
+    when it cannot be trusted as shard ``shard_id``'s commit marker; ManifestVersionError when
+    newer Restora wrote it."""
     fs, path = open_fs(uri, storage_options)
     try:
         data = fs.cat_file(path)
@@ -89,7 +89,7 @@ def check_manifest(uri: str, shard_id: str, expected_rows: int,
         if table.num_rows != expected_rows:
             raise DamagedManifestError(f"{table.num_rows} row(s) for a shard of {expected_rows} item(s)")
     return CommittedManifest(config_hash=meta[META_CONFIG_HASH].decode(errors="replace"),
-                             schema_version=version)
+                             schema_version=version, table=table)
 
 
 def move_aside(uri: str, output_uri: str, shard_id: str, reason: str,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -77,10 +77,13 @@ class ManifestVersionError(ValueError):
 
 @dataclass(frozen=True)
 class CommittedManifest:
-    """What a committed manifest's file metadata says: its config hash and schema version."""
+    """What a committed manifest's file metadata says: its config hash and schema version; and
+    its rows when it was read whole (``tasks.damaged.check_manifest``), so that resume and the
+    run summary need not fetch it again."""
 
     config_hash: str
     schema_version: int
+    table: pa.Table | None = field(default=None, compare=False, repr=False)
 
 
 def manifest_dir(output_uri: str) -> str:

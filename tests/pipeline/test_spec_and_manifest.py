@@ -332,3 +332,47 @@ def test_read_only_commands_leave_with_their_code_and_all_their_output(tmp_path)
         "restora_flow", "restora_flow_denoise"}
     empty = _console("inspect", str(tmp_path / "nothing-here"))
     assert empty.returncode == 2 and "no manifests under" in empty.stderr
+
+
+def test_resume_reads_each_committed_manifest_once_and_the_summary_matches(
+        tmp_path, tiny_prior_path, monkeypatch):
+    import flows.restore_dataset as rd
+    from tasks.manifest import manifest_uri
+    from tasks.planning import Plan, ShardPlan
+
+    spec = parse_spec({**BASE, "input_uri": str(tmp_path), "output_uri": str(tmp_path / "out"),
+                       "prior": tiny_prior_path})
+    info = validate_job(spec)
+    shards = [ShardPlan(shard_id=f"shard-{i:05d}", kind="images", count=2) for i in range(4)]
+    plan = Plan(input_uri=spec.input_uri, input_format="images", masks_uri=None, shards=shards)
+    (tmp_path / "out" / "manifests").mkdir(parents=True)
+    for i, shard in enumerate(shards[:3]):  # three committed shards, one with an error row
+        rows = [_row(2 * i), _row(2 * i + 1, "error" if i == 1 else "ok")]
+        write_manifest(rows_to_table({k: [r[k] for r in rows] for k in MANIFEST_COLUMNS}),
+                       manifest_uri(spec.output_uri, shard.shard_id), shard_id=shard.shard_id,
+                       config_hash=info.config_hash)
+    expected = rd.build_summary(plan, spec, info)
+    reads: list[str] = []
+    for name in ("read_manifest", "manifest_config_hash"):
+        real = getattr(rd, name)
+        monkeypatch.setattr(rd, name, lambda uri, *a, _real=real, **k: reads.append(uri)
+                            or _real(uri, *a, **k))
+
+    fold = rd.SummaryFold(spec.samples)
+    work, skipped, _ = rd.shards_to_run(plan, spec, info, retry_failed=False, overwrite=False,
+                                        fold=fold)
+    summary = rd.build_summary(plan, spec, info, fold)
+
+    assert skipped == 3 and [s.shard_id for s, _ in work] == ["shard-00003"]
+    assert reads == [manifest_uri(spec.output_uri, "shard-00003")]  # only the uncommitted one
+    assert summary == expected
+    assert summary["images"] == {"total": 6, "ok": 5, "error": 1}
+    assert summary["shards"] == {"total": 4, "committed": 3}
+    # --retry-failed takes the error rows from the same read, and folds only the shards it skips.
+    reads.clear()
+    fold = rd.SummaryFold(spec.samples)
+    work, skipped, _ = rd.shards_to_run(plan, spec, info, retry_failed=True, overwrite=False,
+                                        fold=fold)
+    assert [(s.shard_id, redo) for s, redo in work] == [("shard-00001", ["/in/img3.png"]),
+                                                        ("shard-00003", None)]
+    assert reads == [] and fold.shards == {"shard-00000", "shard-00002"}
