@@ -101,15 +101,17 @@ def machine_info(threads: int) -> dict[str, Any]:
 
 
 def context_from_args(module: str, argv: list[str], args: Any, **extra: Any) -> Context:
-    """A benchmark CLI's run context from its ``--out``, ``--quick`` and ``--threads`` (set here):
-    results go to benchmarks/results[/quick] unless ``--out``; the command is the exact one."""
+    """A benchmark CLI's run context from its ``--out``, ``--quick`` and ``--threads`` (set here;
+    a CLI without one of them gets False / 1 torch thread): results go to
+    benchmarks/results[/quick] unless ``--out``; the command is the exact one."""
     import shlex
 
+    quick, threads = getattr(args, "quick", False), getattr(args, "threads", 1)
     out = Path(args.out) if args.out else REPO_ROOT / "benchmarks" / "results" / (
-        "quick" if args.quick else "")
-    set_threads(args.threads)
+        "quick" if quick else "")
+    set_threads(threads)
     command = f"python -m {module}" + (" " + shlex.join(argv) if argv else "")
-    return Context(out_dir=out, quick=args.quick, command=command, threads=args.threads, **extra)
+    return Context(out_dir=out, quick=quick, command=command, threads=threads, **extra)
 
 
 def set_threads(threads: int) -> None:

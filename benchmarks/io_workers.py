@@ -165,7 +165,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=2, help="runs per checkout (default 2)")
     p.add_argument("--interval", type=float, default=0.2, help="seconds between polls")
     p.add_argument("--quick", action="store_true", help="64 images, one run each")
-    p.add_argument("--threads", type=int, default=1, help="unused; kept for the common header")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results[/quick])")
     args = p.parse_args(argv)
     codes = [(c.split("=", 1)[0], Path(c.split("=", 1)[1]).resolve()) for c in args.code] \

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from .common import REPO_ROOT, Context, prior_under_test, write_section
+from .common import REPO_ROOT, context_from_args, prior_under_test, write_section
 from .pipeline import CPUS_PER_ACTOR, RssWatcher, _env, write_inputs
 
 MIB = 2**20
@@ -149,9 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.images < 10:
         raise SystemExit("--images: at least 10")
-    out_dir = Path(args.out) if args.out else REPO_ROOT / "benchmarks" / "results"
-    ctx = Context(out_dir=out_dir, quick=False, threads=1,
-                  command="python -m benchmarks.soak" + (" " + shlex.join(argv) if argv else ""))
+    ctx = context_from_args("benchmarks.soak", argv, args)
+    out_dir = ctx.out_dir
     work = Path(tempfile.mkdtemp(prefix="restora-soak-"))
     try:
         res = run_soak(work, args.images, interval=args.interval, batch=args.batch_size,
