@@ -18,7 +18,6 @@ from .seeding import image_seed, sample_seed
 __all__ = ["ESTIMATES", "METHODS", "RestoreResult", "method_nfe", "restore"]
 
 
-
 @dataclass(frozen=True)
 class RestoreResult:
     """Restored ``images`` (B, C, H, W) in [-1, 1], the network evaluations ``nfe`` one sample

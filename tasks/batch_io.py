@@ -5,11 +5,11 @@ Reading goes through the request's input reader (``tasks.readers``); everything 
 (ids, decoding, seeds, output paths) is the same for every format.
 
 All three run as Ray tasks (on any node, never in the flow process). This module and what it
-imports stay free of torch, Prefect and Ray, so the I/O workers stay small (~100 MiB against
-~280 MiB with torch; tests/pipeline/test_io_workers.py holds it). The first two exchange
-``dict[str, np.ndarray]`` batches with the restoration actor. Per-row columns are object or numeric
-arrays; ``image``/``mask`` hold one (C, H, W) float32 array per row (None for a failed row).
-A bad image becomes ``status="error"`` with a cause-prefixed message; a transient storage error
+imports stay free of torch, Prefect and Ray, so the I/O workers stay small: these imports take
+~100 MiB in a plain interpreter, ~280 MiB with torch (tests/pipeline/test_io_workers.py holds
+it). The first two exchange ``dict[str, np.ndarray]`` batches with the restoration actor.
+Per-row columns are object or numeric arrays; ``image``/``mask`` hold one (C, H, W) float32
+array per row (None for a failed row). A bad image becomes ``status="error"`` with a cause-prefixed message; a transient storage error
 is raised so that the shard task retries.
 """
 
