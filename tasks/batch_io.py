@@ -9,8 +9,8 @@ imports stay free of torch, Prefect and Ray, so the I/O workers stay small: thes
 ~100 MiB in a plain interpreter, ~280 MiB with torch (tests/pipeline/test_io_workers.py holds
 it). The first two exchange ``dict[str, np.ndarray]`` batches with the restoration actor.
 Per-row columns are object or numeric arrays; ``image``/``mask`` hold one (C, H, W) float32
-array per row (None for a failed row). A bad image becomes ``status="error"`` with a cause-prefixed message; a transient storage error
-is raised so that the shard task retries.
+array per row (None for a failed row). A bad image becomes ``status="error"`` with a
+cause-prefixed message; a transient storage error is raised so that the shard task retries.
 """
 
 from __future__ import annotations
