@@ -100,6 +100,14 @@ class SummaryFold:
                     if len(self.uncertain) > MOST_UNCERTAIN:
                         heapq.heappop(self.uncertain)
 
+    def summary(self, total_shards: int) -> dict[str, Any]:
+        """The run summary of what is folded in, out of ``total_shards``."""
+        summary = self.acc.result()
+        summary["shards"] = {"total": total_shards, "committed": len(self.shards)}
+        if self.samples > 1:
+            summary["most_uncertain"] = [row for _, _, row in sorted(self.uncertain, reverse=True)]
+        return summary
+
 
 def shards_to_run(plan: Plan, spec: JobSpec, info: RunInfo, *, retry_failed: bool, overwrite: bool,
                   fold: SummaryFold | None = None
@@ -287,11 +295,7 @@ def build_summary(plan: Plan, spec: JobSpec, info: RunInfo,
         if manifest_config_hash(uri, spec.storage_options) is None:
             continue
         fold.add(shard.shard_id, read_manifest(uri, spec.storage_options, columns=fold.columns()))
-    summary = fold.acc.result()
-    summary["shards"] = {"total": len(plan.shards), "committed": len(fold.shards)}
-    if spec.samples > 1:
-        summary["most_uncertain"] = [row for _, _, row in sorted(fold.uncertain, reverse=True)]
-    return summary
+    return fold.summary(len(plan.shards))
 
 
 @flow(name="restore-dataset", task_runner=ThreadPoolTaskRunner(max_workers=16),
