@@ -120,7 +120,8 @@ class RssWatcher:
                     self.kinds[proc.pid] = kind
                 by_kind[self.kinds[proc.pid]] += rss
             self.peak_total = max(self.peak_total, total)
-            if self.on_sample is not None:
+            # A poll after the watched process has exited measured nothing: not a sample.
+            if self.on_sample is not None and by_kind["flow"] > 0:
                 self.on_sample({**by_kind, "total": total, "processes": len(procs)})
             self._stop.wait(self.interval)
 
