@@ -36,3 +36,23 @@ def tiny_prior_path(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("prior") / "tiny16.safetensors")
     save_prior(build_model(cfg), {"architecture": cfg, "name": "tiny16"}, path)
     return path
+
+
+def png_job(tmp_path, prior_path: str, count: int, *, seed: int, **fields):
+    """``count`` random 16x16 gray PNGs under ``tmp_path/in``, a box spec over them (plus
+    ``fields``) and its CPU RunInfo: (spec, info, batch items for ``load_batch``)."""
+    from restora_core import load_prior
+    from tasks.spec import RunInfo, parse_spec
+
+    rng = np.random.default_rng(seed)
+    items = []
+    for i in range(count):
+        path = tmp_path / "in" / f"im{i}.png"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(png_bytes(rng.integers(0, 256, (16, 16), dtype=np.uint8)))
+        items.append({"id": path.stem, "source": str(path)})
+    spec = parse_spec({"input_uri": str(tmp_path / "in"), "output_uri": str(tmp_path / "out"),
+                       "task": "box", "prior": prior_path, **fields})
+    model_id = load_prior(prior_path).model_id
+    info = RunInfo(model_id, spec.config_hash(model_id, "cpu", "fp32"), 1, 16, "cpu", "fp32")
+    return spec, info, items

@@ -13,14 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 
 from tasks.batch_io import load_batch
-from tasks.spec import RunInfo, parse_spec
 from tasks.worker import RestoreWorker
 
-from .conftest import png_bytes
+from .conftest import png_job
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,19 +37,7 @@ print(json.dumps({"loaded": [str(s) for s in loaded["status"]], "counts": counts
 
 
 def test_load_write_and_commit_run_without_torch_prefect_or_ray(tmp_path, tiny_prior_path):
-    rng = np.random.default_rng(5)
-    items = []
-    for i in range(3):
-        path = tmp_path / "in" / f"im{i}.png"
-        path.parent.mkdir(exist_ok=True)
-        path.write_bytes(png_bytes(rng.integers(0, 256, (16, 16), dtype=np.uint8)))
-        items.append({"id": path.stem, "source": str(path)})
-    spec = parse_spec({"input_uri": str(tmp_path / "in"), "output_uri": str(tmp_path / "out"),
-                       "task": "box", "steps": 2, "prior": tiny_prior_path, "batch_size": 3})
-    from restora_core import load_prior
-
-    model_id = load_prior(tiny_prior_path).model_id
-    info = RunInfo(model_id, spec.config_hash(model_id, "cpu", "fp32"), 1, 16, "cpu", "fp32")
+    spec, info, items = png_job(tmp_path, tiny_prior_path, 3, seed=5, steps=2, batch_size=3)
     request = {"kind": "images", "shard_id": "shard-00000", "items": items, "preview": True}
     restored = RestoreWorker(spec, info, threads=1)(load_batch(request, spec, info))
     args = tmp_path / "args.pkl"

@@ -7,27 +7,13 @@ import pytest
 import torch
 
 from tasks.batch_io import load_batch
-from tasks.spec import RunInfo, parse_spec
 from tasks.worker import BatchOutOfMemory, RestoreWorker, is_out_of_memory
 
-from .conftest import png_bytes
+from .conftest import png_job
 
 
 def _batch(tmp_path, tiny_prior_path, n: int):
-    rng = np.random.default_rng(3)
-    items = []
-    for i in range(n):
-        path = tmp_path / "in" / f"im{i}.png"
-        path.parent.mkdir(exist_ok=True)
-        path.write_bytes(png_bytes(rng.integers(0, 256, (16, 16), dtype=np.uint8)))
-        items.append({"id": path.stem, "source": str(path)})
-    spec = parse_spec({"input_uri": str(tmp_path / "in"), "output_uri": str(tmp_path / "out"),
-                       "task": "box", "steps": 2, "prior": tiny_prior_path, "batch_size": n})
-    from restora_core import load_prior
-
-    prior = load_prior(tiny_prior_path)
-    info = RunInfo(prior.model_id, spec.config_hash(prior.model_id, "cpu", "fp32"), 1, 16, "cpu",
-                   "fp32")
+    spec, info, items = png_job(tmp_path, tiny_prior_path, n, seed=3, steps=2, batch_size=n)
     return spec, info, load_batch({"kind": "images", "shard_id": "s", "items": items}, spec, info)
 
 

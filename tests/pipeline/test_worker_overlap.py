@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from tasks.batch_io import load_batch
-from tasks.spec import RunInfo, parse_spec
 from tasks.worker import RestoreWorker
 
-from .conftest import png_bytes
+from .conftest import png_job
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,20 +27,7 @@ def test_worker_and_batch_io_import_without_ray_prefect_or_pydantic():
 
 
 def test_concurrent_worker_calls_give_the_same_pixels_as_sequential_ones(tmp_path, tiny_prior_path):
-    rng = np.random.default_rng(0)
-    sources = []
-    for i in range(6):
-        path = tmp_path / "in" / f"im{i}.png"
-        path.parent.mkdir(exist_ok=True)
-        path.write_bytes(png_bytes(rng.integers(0, 256, (16, 16), dtype=np.uint8)))
-        sources.append({"id": path.stem, "source": str(path)})
-    spec = parse_spec({"input_uri": str(tmp_path / "in"), "output_uri": str(tmp_path / "out"),
-                       "task": "box", "steps": 3, "prior": tiny_prior_path})
-    from restora_core import load_prior
-
-    prior = load_prior(tiny_prior_path)
-    info = RunInfo(prior.model_id, spec.config_hash(prior.model_id, "cpu", "fp32"), 1, 16, "cpu",
-                   "fp32")
+    spec, info, sources = png_job(tmp_path, tiny_prior_path, 6, seed=0, steps=3)
     batches = [load_batch({"kind": "images", "shard_id": "s", "items": sources[i:i + 2]}, spec, info)
                for i in range(0, 6, 2)]
     worker = RestoreWorker(spec, info, threads=1)
