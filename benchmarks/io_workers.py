@@ -4,7 +4,7 @@ One `restora restore` run per row, in a fresh process, on ``--images`` 32x32 gra
 shipped digits32 prior at 1 NFE per image (the soak's settings: the run is I/O, not network).
 Every ``--interval`` seconds each process of the run's tree is sorted into flow (the CLI
 process), actor (``ray::RestoreWorker``), I/O worker (every other ``ray::`` worker: ``IDLE``,
-``load_batch``, ``write_batch``, ``commit_shard``) or service (GCS, raylet, dashboard, Prefect
+``load_batch``, ``write_batch``, ``commit_shard``) or other (GCS, raylet, dashboard, Prefect
 server); per process the peak RSS is kept, and whether libtorch is mapped into it.
 
 ``--code DIR`` (repeatable, with a label: ``--code before=/tmp/old``) runs the CLI of another
@@ -20,7 +20,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,22 +27,10 @@ from typing import Any
 import psutil
 
 from .common import REPO_ROOT, context_from_args, write_section
-from .pipeline import CPUS_PER_ACTOR, _env, write_inputs
+from .pipeline import CPUS_PER_ACTOR, RssWatcher, _env, write_inputs
 from .soak import count_files
 
 MIB = 2**20
-
-
-def _kind(proc: psutil.Process, root: int) -> str:
-    if proc.pid == root:
-        return "flow"
-    try:
-        title = " ".join(proc.cmdline()) or proc.name()
-    except psutil.Error:
-        return "service"
-    if "RestoreWorker" in title:
-        return "actor"
-    return "io" if title.startswith("ray::") else "service"
 
 
 def _has_torch(proc: psutil.Process) -> bool | None:
@@ -53,50 +40,28 @@ def _has_torch(proc: psutil.Process) -> bool | None:
         return None
 
 
-class _Watch:
-    """Peak RSS per process of a tree, each process's kind, and libtorch presence per worker."""
+class _IoWatch(RssWatcher):
+    """RssWatcher with Ray's I/O workers as a kind of their own ("io": every ``ray::`` worker but
+    the actor), the peak of their summed RSS, and whether libtorch is mapped into each."""
 
     def __init__(self, pid: int, interval: float):
-        self.root, self.interval = psutil.Process(pid), interval
-        self.peaks: dict[int, int] = {}
-        self.kinds: dict[int, str] = {}
+        super().__init__(pid, interval, on_sample=self._sample)
         self.torch: dict[int, bool | None] = {}
         self.io_sum_peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self):
-        self._thread.start()
-        return self
+    def kind_of(self, title: str) -> str:
+        kind = super().kind_of(title)
+        return "io" if kind == "other" and title.startswith("ray::") else kind
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+    def observed(self, proc: psutil.Process, kind: str) -> None:
+        if kind == "io":
+            # libtorch appears once the worker has imported it; keep the latest answer.
+            seen = _has_torch(proc)
+            if seen is not None:
+                self.torch[proc.pid] = seen or self.torch.get(proc.pid, False)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                procs = [self.root, *self.root.children(recursive=True)]
-            except psutil.Error:
-                procs = []
-            io_now = 0
-            for proc in procs:
-                try:
-                    rss = proc.memory_info().rss
-                except psutil.Error:
-                    continue
-                kind = _kind(proc, self.root.pid)
-                if self.kinds.get(proc.pid) != "actor":  # an actor stays one once seen as one
-                    self.kinds[proc.pid] = kind
-                self.peaks[proc.pid] = max(self.peaks.get(proc.pid, 0), rss)
-                if self.kinds[proc.pid] == "io":
-                    io_now += rss
-                    # libtorch appears once the worker has imported it; keep the latest answer.
-                    seen = _has_torch(proc)
-                    if seen is not None:
-                        self.torch[proc.pid] = seen or self.torch.get(proc.pid, False)
-            self.io_sum_peak = max(self.io_sum_peak, io_now)
-            self._stop.wait(self.interval)
+    def _sample(self, rss: dict[str, int]) -> None:
+        self.io_sum_peak = max(self.io_sum_peak, rss.get("io", 0))
 
 
 def run_once(label: str, code: Path, images: Path, work: Path, count: int, interval: float
@@ -116,7 +81,7 @@ def run_once(label: str, code: Path, images: Path, work: Path, count: int, inter
     log = work / f"log_{label}.txt"
     with open(log, "w") as fh:
         proc = psutil.Popen(cmd, cwd=code, env=env, stdout=fh, stderr=subprocess.STDOUT)
-        with _Watch(proc.pid, interval) as watch:
+        with _IoWatch(proc.pid, interval) as watch:
             rc = proc.wait(timeout=1800)
     if rc != 0:
         raise RuntimeError(f"{label}: restora restore exited {rc}; {log.read_text()[-3000:]}")

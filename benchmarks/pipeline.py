@@ -98,7 +98,14 @@ class RssWatcher:
             title = " ".join(proc.cmdline()) or proc.name()
         except psutil.Error:
             return "other"
+        return self.kind_of(title)
+
+    def kind_of(self, title: str) -> str:
+        """The kind of a child process from its title (a subclass may split "other" further)."""
         return "actor" if "RestoreWorker" in title else "other"
+
+    def observed(self, proc: psutil.Process, kind: str) -> None:
+        """Called for every process measured in a poll, with its kind (a hook; does nothing)."""
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -118,7 +125,8 @@ class RssWatcher:
                 kind = self._kind(proc)
                 if self.kinds.get(proc.pid) != "actor":  # an actor stays one once seen as one
                     self.kinds[proc.pid] = kind
-                by_kind[self.kinds[proc.pid]] += rss
+                by_kind[self.kinds[proc.pid]] = by_kind.get(self.kinds[proc.pid], 0) + rss
+                self.observed(proc, self.kinds[proc.pid])
             self.peak_total = max(self.peak_total, total)
             # A poll after the watched process has exited measured nothing: not a sample.
             if self.on_sample is not None and by_kind["flow"] > 0:
