@@ -114,6 +114,27 @@ def context_from_args(module: str, argv: list[str], args: Any, **extra: Any) -> 
     return Context(out_dir=out, quick=quick, command=command, threads=threads, **extra)
 
 
+def checkpoint_path(folder: Path, prefix: str, key: Any) -> Path:
+    """``folder/<prefix>_<hash>.pt``: a checkpoint file keyed by everything that changes its
+    numbers (the hash is of ``repr(key)``)."""
+    import hashlib
+
+    return folder / f"{prefix}_{hashlib.sha256(repr(key).encode()).hexdigest()[:12]}.pt"
+
+
+def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """A finished part saved by ``save_checkpoint`` (None when there is none)."""
+    return torch.load(path, weights_only=True) if path.exists() else None
+
+
+def save_checkpoint(path: Path, data: dict[str, Any]) -> None:
+    """Save a finished part whole or not at all (a cut-off run leaves no half file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(data, tmp)
+    tmp.replace(path)
+
+
 def set_threads(threads: int) -> None:
     """Pin torch's intra-op threads (on a shared 2-core box, more threads than free cores
     oversubscribe and slow every forward by an order of magnitude)."""

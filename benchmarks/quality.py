@@ -30,7 +30,16 @@ from restora_core.metrics import LPIPS, lpips_available, psnr, psnr_hole, ssim
 from restora_core.observations import simulate_observation
 from restora_core.samplers import get_method, methods_for_task
 
-from .common import REPO_ROOT, Context, eval_images, prior_under_test, write_section
+from .common import (
+    REPO_ROOT,
+    Context,
+    checkpoint_path,
+    eval_images,
+    load_checkpoint,
+    prior_under_test,
+    save_checkpoint,
+    write_section,
+)
 
 SIGMA_Y = 0.01
 TASKS: dict[str, dict[str, Any]] = {  # task -> its parameters (box size is set per image size)
@@ -197,11 +206,8 @@ def _figure(path: Path, task: str, panels: list[tuple[str, dict[str, torch.Tenso
 
 def _partial_path(ctx: Context, name: str, task: str, indices: list[int], weights: str) -> Path:
     """Checkpoint file of one (set, task): keyed by everything that changes its numbers."""
-    import hashlib
-
-    key = hashlib.sha256(repr((name, task, indices, weights, ctx.quick,
-                               runs_for(task, ctx.quick))).encode()).hexdigest()[:12]
-    return PARTIAL_DIR / f"{name}_{task}_{key}.pt"
+    return checkpoint_path(PARTIAL_DIR, f"{name}_{task}",
+                           (name, task, indices, weights, ctx.quick, runs_for(task, ctx.quick)))
 
 
 def evaluate(ctx: Context, name: str, indices: list[int], batch: int, lpips_net,
@@ -218,8 +224,8 @@ def evaluate(ctx: Context, name: str, indices: list[int], batch: int, lpips_net,
     summary, per_image, shown = [], [], {}
     for task in tasks:
         partial = _partial_path(ctx, name, task, indices, put.weights)
-        if partial.exists():
-            saved = torch.load(partial, weights_only=True)
+        saved = load_checkpoint(partial)
+        if saved is not None:
             summary += saved["summary"]
             per_image += saved["per_image"]
             shown[task] = saved["shown"]
@@ -263,11 +269,8 @@ def evaluate(ctx: Context, name: str, indices: list[int], batch: int, lpips_net,
                 task_per_image.append({"dataset": name, "task": task, "method": method,
                                   "setting": setting, "index": int(idx),
                                   **{k: float(v[j]) for k, v in m.items()}})
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        tmp = partial.with_suffix(".tmp")
-        torch.save({"summary": task_summary, "per_image": task_per_image,
-                    "shown": shown[task]}, tmp)
-        tmp.replace(partial)
+        save_checkpoint(partial, {"summary": task_summary, "per_image": task_per_image,
+                                  "shown": shown[task]})
         summary += task_summary
         per_image += task_per_image
     return summary, per_image, shown

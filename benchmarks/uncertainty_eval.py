@@ -12,10 +12,8 @@ loses at most one set.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -26,7 +24,16 @@ from scipy import stats
 from restora_core import restore
 from restora_core.metrics import LPIPS, lpips_available, psnr_hole, uncertainty_summary
 
-from .common import REPO_ROOT, Context, eval_images, prior_under_test, write_section
+from .common import (
+    REPO_ROOT,
+    Context,
+    checkpoint_path,
+    eval_images,
+    load_checkpoint,
+    prior_under_test,
+    save_checkpoint,
+    write_section,
+)
 from .quality import LPIPS_PATH, SIGMA_Y, _figure, _metrics, _observe, classical
 
 K_MAX = 16
@@ -158,29 +165,21 @@ def section_stem(task: str, images: int | None) -> str:
         (f"_{images}" if images else "")
 
 
-def _partial_path(stem: str, name: str, key: tuple) -> Path:
-    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:12]
-    return PARTIAL_DIR / f"{stem}_{name}_{digest}.pt"
-
-
 def _evaluate_saved(stem: str, name: str, count: int, cfg: dict, lpips_net, device: str,
                     task: str, quick: bool) -> tuple[list, list, list, dict]:
     """``evaluate`` for one set, reused from its checkpoint when one matches."""
     weights = prior_under_test(name).weights
     key = (name, task, count, cfg["k_max"], cfg["ks"], cfg["steps"], weights, quick,
            lpips_net is not None)
-    path = _partial_path(stem, name, key)
-    if path.exists():
+    path = checkpoint_path(PARTIAL_DIR, f"{stem}_{name}", key)
+    saved = load_checkpoint(path)
+    if saved is not None:
         print(f"uncertainty: {name} {task}: reused {path}", flush=True)
-        saved = torch.load(path, weights_only=True)
         return saved["rows"], saved["flags"], saved["per_image"], saved["shown"]
     start = time.perf_counter()
     rows, flags, per_image, shown = evaluate(name, count, cfg["k_max"], cfg["ks"], cfg["steps"],
                                              lpips_net, device, task)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"rows": rows, "flags": flags, "per_image": per_image, "shown": shown}, tmp)
-    tmp.replace(path)
+    save_checkpoint(path, {"rows": rows, "flags": flags, "per_image": per_image, "shown": shown})
     print(f"uncertainty: {name} {task}: {time.perf_counter() - start:.0f} s, saved {path}",
           flush=True)
     return rows, flags, per_image, shown
