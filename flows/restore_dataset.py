@@ -32,7 +32,6 @@ from tasks.damaged import DamagedManifestError, MovedManifest, check_manifest, m
 from tasks.lease import OutputLease, lease_dir
 from tasks.manifest import (
     SCHEMA_VERSION,
-    manifest_config_hash,
     manifest_dir,
     manifest_uri,
     read_manifest,
@@ -292,9 +291,11 @@ def build_summary(plan: Plan, spec: JobSpec, info: RunInfo,
         if shard.shard_id in fold.shards:
             continue
         uri = manifest_uri(spec.output_uri, shard.shard_id)
-        if manifest_config_hash(uri, spec.storage_options) is None:
+        try:
+            table = read_manifest(uri, spec.storage_options, columns=fold.columns())
+        except FileNotFoundError:  # the shard failed this run and has no commit
             continue
-        fold.add(shard.shard_id, read_manifest(uri, spec.storage_options, columns=fold.columns()))
+        fold.add(shard.shard_id, table)
     return fold.summary(len(plan.shards))
 
 
