@@ -66,13 +66,16 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _git_commit() -> str:
+def git_commit(repo: Path = REPO_ROOT) -> str:
+    """``repo``'s short HEAD commit, ``+dirty`` when tracked files changed ("unknown" without git)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, cwd=REPO_ROOT,
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, cwd=repo,
                              capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               check=False, cwd=REPO_ROOT, capture_output=True, text=True,
+                               check=False, cwd=repo, capture_output=True, text=True,
                                timeout=10)
+        if not out.stdout.strip():
+            return "unknown"
         return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -96,7 +99,7 @@ def machine_info(threads: int) -> dict[str, Any]:
         "torch": torch.__version__,
         "numpy": np.__version__,
         "pyarrow": pyarrow.__version__,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
     }
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import psutil
 
-from .common import REPO_ROOT, context_from_args, write_section
+from .common import REPO_ROOT, context_from_args, git_commit, write_section
 from .pipeline import CPUS_PER_ACTOR, RssWatcher, _env, write_inputs
 from .soak import count_files
 
@@ -90,7 +90,7 @@ def run_once(label: str, code: Path, images: Path, work: Path, count: int, inter
     with_torch = sum(1 for p, k in watch.kinds.items() if k == "io" and watch.torch.get(p))
     actor = [watch.peaks[p] / MIB for p, k in watch.kinds.items() if k == "actor"]
     flow = [watch.peaks[p] / MIB for p, k in watch.kinds.items() if k == "flow"]
-    return {"code": label, "git_commit": _commit_of(code), "images": count,
+    return {"code": label, "git_commit": git_commit(code), "images": count,
             "ok": status.count("ok"), "files_written": count_files(out / "images"),
             "wall_s": round(time.monotonic() - start, 1),
             "io_workers": len(io), "io_workers_with_libtorch": with_torch,
@@ -99,12 +99,6 @@ def run_once(label: str, code: Path, images: Path, work: Path, count: int, inter
             "io_workers_rss_sum_peak_mib": watch.io_sum_peak / MIB,
             "actor_rss_peak_mib": max(actor) if actor else None,
             "flow_rss_peak_mib": flow[0] if flow else None}
-
-
-def _commit_of(code: Path) -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=code, capture_output=True,
-                         text=True, check=False)
-    return out.stdout.strip() or "unknown"
 
 
 NOTES = [
