@@ -233,6 +233,15 @@ def decode_image(data: bytes, *, channels: int, resolution: int, size_policy: st
     return out.astype(np.float32), geo
 
 
+def decode_pixels(data: bytes, *, channels: int, max_pixels: int = 50_000_000) -> np.ndarray:
+    """Image bytes -> (H, W, C) float32 in [0, 1] at the file's own size and full bit depth
+    (training data, which is cropped or resized later); raises ImageError."""
+    img = _open(data, max_pixels, "image")
+    if getattr(img, "n_frames", 1) > 1:
+        img.seek(0)
+    return _match_channels(_pixels(data, img), channels)
+
+
 def decode_mask(data: bytes, geometry: Geometry, *, max_pixels: int = 50_000_000) -> np.ndarray:
     """Mask bytes -> (1, R, R) float32 in {0, 1} (0 = missing, non-zero = known); raises ImageError."""
     try:

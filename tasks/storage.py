@@ -1,18 +1,19 @@
-"""fsspec helpers: open a URI, list files, write atomically, classify transient errors."""
+"""fsspec helpers of the pipeline: join URIs, list files, classify transient errors; opening a
+store and writing atomically come from ``restora_core.storage``."""
 
 from __future__ import annotations
 
 import errno
 import posixpath
-import uuid
-from typing import Any
 
 import fsspec
-from fsspec.core import url_to_fs
 
-# Object stores make a single PUT visible all at once (multipart uploads too), so writing in
-# place is atomic there; on file-like stores we write a temporary name and rename it.
-_OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory", "r2"}
+# One atomic-write helper for the engine and the pipeline (restora_core/storage.py).
+from restora_core.storage import is_object_store, open_fs, protocol, write_atomic
+
+__all__ = ["TransientStorageError", "full_uri", "is_object_store", "is_transient_storage_error",
+           "join", "list_files", "open_fs", "read_bytes", "write_atomic"]
+
 _TRANSIENT_ERRNOS = {errno.ECONNRESET, errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EPIPE,
                      errno.EAGAIN, errno.EBUSY, errno.ENETUNREACH, errno.EHOSTUNREACH}
 # S3 error codes that say "try again" (botocore's ClientError, before s3fs turns it into OSError).
@@ -35,11 +36,6 @@ class TransientStorageError(OSError):
     """A storage failure worth retrying (network, throttling, 5xx)."""
 
 
-def open_fs(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    """(filesystem, path without protocol) for any fsspec URI."""
-    return url_to_fs(uri, **(storage_options or {}))
-
-
 def join(uri: str, *parts: str) -> str:
     """Join URI path parts with '/', keeping the protocol of ``uri``."""
     out = uri.rstrip("/")
@@ -51,19 +47,9 @@ def join(uri: str, *parts: str) -> str:
 
 def full_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
     """The protocol-qualified URI of ``path`` on ``fs`` (plain path for local files)."""
-    if _protocol(fs) in ("file", "local"):
+    if protocol(fs) in ("file", "local"):
         return path
     return fs.unstrip_protocol(path)
-
-
-def _protocol(fs: fsspec.AbstractFileSystem) -> str:
-    proto = fs.protocol
-    return proto[0] if isinstance(proto, (tuple, list)) else proto
-
-
-def is_object_store(fs: fsspec.AbstractFileSystem) -> bool:
-    """True for stores where one PUT is atomic (S3, GCS, Azure, memory)."""
-    return _protocol(fs) in _OBJECT_STORES
 
 
 def list_files(fs: fsspec.AbstractFileSystem, root: str, suffixes: tuple[str, ...]) -> list[str]:
@@ -84,26 +70,6 @@ def list_files(fs: fsspec.AbstractFileSystem, root: str, suffixes: tuple[str, ..
 def read_bytes(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
     """Whole file as bytes."""
     return fs.cat_file(path)
-
-
-def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    """Write ``data`` so that readers see either nothing or the whole file, never a part."""
-    parent = posixpath.dirname(path)
-    if is_object_store(fs):
-        fs.pipe_file(path, data)
-        return
-    fs.makedirs(parent, exist_ok=True)
-    tmp = posixpath.join(parent, f".{posixpath.basename(path)}.tmp-{uuid.uuid4().hex}")
-    try:
-        with fs.open(tmp, "wb") as handle:
-            handle.write(data)
-        fs.mv(tmp, path)
-    except BaseException:
-        try:
-            fs.rm(tmp)
-        except (OSError, FileNotFoundError):
-            pass
-        raise
 
 
 def is_transient_storage_error(exc: BaseException | None) -> bool:

@@ -139,13 +139,21 @@ def test_version_examples_and_errors_that_name_the_flag_and_the_allowed_values()
     assert bad.returncode == 2 and "--steps: Input should be greater than or equal to 1" in bad.stderr
 
 
-def test_a_recipe_whose_dataset_is_not_built_says_how_to_build_it(tmp_path, monkeypatch):
-    from flows.train_prior import config_from_argv, missing_data_message
+@pytest.mark.timeout(180)
+def test_a_recipe_whose_dataset_is_not_built_builds_it_and_says_so(tmp_path, monkeypatch, capsys):
+    from flows.train_prior import build_recipe_set, config_from_argv, missing_data_message
 
     monkeypatch.chdir(tmp_path)
     cfg, recipe, _ = config_from_argv(["--recipe", "digits32", "--output", "p.safetensors"])
     message = missing_data_message(cfg, recipe)
     assert "--recipe digits32" in message and "scripts/build_datasets.py --only digits32" in message
+    assert build_recipe_set(cfg, recipe) is None
+    assert "not built yet; building it now" in capsys.readouterr().err
+    from restora_core.datasets import load_npz
+
+    built = load_npz(cfg.data, cfg.resolution)
+    assert len(built) > 4000 and built.images.shape[1:] == (32, 32, 1)
+    assert missing_data_message(cfg, recipe) is None
     assert cfg.checkpoint_dir == "p.ckpt"  # beside the output, never the recipe's own folder
     with pytest.raises(SystemExit):  # no --output: the shipped prior is never overwritten
         config_from_argv(["--recipe", "digits32"])
