@@ -216,8 +216,9 @@ def _geometry(img: Image.Image, resolution: int | tuple[int, int], policy: str,
     geo = Geometry(width, height, resolution, policy)
     th, tw = geo.target
     if (width, height) != (tw, th) and policy == "error":
-        raise ImageError("size", f"{what} is {width}x{height}, the prior takes "
-                                 f"{tw}x{th} (size_policy=error; use resize or center-crop)")
+        # The task's input size for the prior (e.g. 1/factor of it for super-resolution).
+        raise ImageError("size", f"{what} is {width}x{height}, the job takes {tw}x{th} inputs "
+                                 "(size_policy=error; use resize or center-crop)")
     return geo
 
 

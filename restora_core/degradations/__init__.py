@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 _OPERATORS = ("Denoising", "MaskOperator", "SuperResolution", "add_noise", "box_mask",
               "centered_box", "random_mask")
 
-__all__ = ["DEFAULT_SIGMA_Y", "REGISTRY", "TASKS", "Degradation", "Observation", "get_task",
-           *_OPERATORS]
+__all__ = ["DEFAULT_SIGMA_Y", "REGISTRY", "TASKS", "Degradation", "Denoising", "MaskOperator",
+           "Observation", "SuperResolution", "add_noise", "box_mask", "centered_box", "get_task",
+           "random_mask"]
 
 
 def __getattr__(name: str) -> Any:

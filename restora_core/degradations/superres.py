@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import Degradation, Observation
 from ..params import param
+from .base import Degradation, Observation
 
 
 @dataclass(frozen=True)
