@@ -1,4 +1,4 @@
-"""`restora` command line: restore | train | serve | inspect | methods.
+"""`restora` command line: restore | train | serve | inspect | methods | tasks.
 
 This is the edge: it sets the environment Ray and Prefect read at import (quiet, offline-safe,
 loopback for a local Ray), turns flags or a spec file into one validated JobSpec, and only then
@@ -65,10 +65,11 @@ _SPEC_ARGS: dict[str, tuple[str, str | None, str]] = {
     "output": ("output_uri", "URI",
                "output folder/prefix: images/, manifests/, plan/, summary.json"),
     "masks": ("masks_uri", "URI", ("prefix of masks with the images' relative paths "
-                                  "(pixel 0 = missing, non-zero = known); task inpaint only")),
+                                  "(pixel 0 = missing, non-zero = known); tasks that take a mask "
+                                  "only (`restora tasks`)")),
     "input_format": ("input_format", None, "how to read --input"),
-    "task": ("task", None, ("degradation to undo (inpaint takes --masks; README lists each "
-                           "task's --param)")),
+    "task": ("task", None, ("degradation to undo (`restora tasks` lists each task's --param, "
+                           "input size and side input)")),
     "method": ("method", None, "restoration method (`restora methods` lists their parameters)"),
     "steps": ("steps", "N", ("shorthand for --method-param steps=N (default: the method's "
                             "published setting for the task)")),
@@ -140,8 +141,7 @@ def _add_spec_arguments(p: argparse.ArgumentParser) -> None:
                        type=settings["type"], choices=settings.get("choices"),
                        help=text + settings["suffix"])
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
-                   help="task parameter, value as JSON (repeat): box=[top,left,h,w], box_size, "
-                        "p, factor, sigma")
+                   help="task parameter, value as JSON (repeat): " + _task_param_names())
     p.add_argument("--method-param", action="append", metavar="KEY=VALUE",
                    help="method parameter, e.g. t0=0.1 (repeat; see `restora methods`)")
     p.add_argument("--save-inputs", action="store_true", default=None,
@@ -158,14 +158,22 @@ def _add_spec_arguments(p: argparse.ArgumentParser) -> None:
                    help="Prefect API (default: PREFECT_API_URL, else an ephemeral server)")
 
 
+def _task_param_names() -> str:
+    """``task: name, name; ...`` for the --param help, from the degradation registry."""
+    from restora_core.degradations import REGISTRY
+
+    return "; ".join(f"{name}: {', '.join(p.name for p in entry.param_info()) or '-'}"
+                     for name, entry in REGISTRY.items()) + " (see `restora tasks`)"
+
+
 def flagged(message: str) -> str:
     """A JobSpecError message with each JobSpec field named by its command-line flag."""
     import re
 
     def name(match: re.Match) -> str:
         field, sub = match.group(2), match.group(3)
-        if field == "task_params" and sub:
-            return f"{match.group(1)}--param {sub[1:]}"
+        if field == "task_params":
+            return f"{match.group(1)}--param" + (f" {sub[1:]}" if sub else "")
         return match.group(1) + _FIELD_FLAGS.get(field, field) + (sub or "")
 
     return re.sub(r"(^|invalid job spec: |; )([a-z_]+)(\.[\w.]+)?(?=:)", name, message)
@@ -347,6 +355,38 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def describe_tasks() -> list[dict[str, Any]]:
+    """Every registered task: parameters, side input, input geometry and the methods doing it."""
+    from restora_core.degradations import REGISTRY
+    from restora_core.samplers import methods_for_task
+
+    return [{"task": entry.name, "summary": entry.summary,
+             "parameters": [vars(p) for p in entry.param_info()],
+             "side_input": entry.side_input, "input_size": entry.geometry,
+             "denoising": entry.denoising, "methods": list(methods_for_task(entry.name))}
+            for entry in REGISTRY.values()]
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    """List the tasks with their parameters, side input, input geometry and methods."""
+    tasks = describe_tasks()
+    if args.json:
+        print(json.dumps(tasks, indent=1))
+        return 0
+    for t in tasks:
+        print(f"{t['task']}: {t['summary']}")
+        print(f"  input size (--inputs observed; clean ones are the prior's): {t['input_size']}")
+        print(f"  side input: {t['side_input'] or 'none'}"
+              + (" (--masks)" if t["side_input"] == "mask" else ""))
+        print("  parameters (--param NAME=VALUE):" if t["parameters"] else "  parameters: none")
+        for p in t["parameters"]:
+            allowed = f", {p['range']}" if p["range"] else ""
+            print(f"    {p['name']} ({p['type']}, default {p['default']}{allowed}): {p['help']}")
+        print(f"  methods: {', '.join(t['methods'])}")
+        print()
+    return 0
+
+
 def cmd_train(rest: list[str]) -> int:
     """Hand over to the training flow (flows/train_prior.py), imported only now."""
     from flows.train_prior import main as train_main
@@ -415,6 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--task", choices=_flag_settings("task")["choices"],
                    help="only the methods doing this task, with its defaults")
     m.add_argument("--json", action="store_true", help="print the list as JSON")
+    k = sub.add_parser("tasks", help="list the tasks, their parameters, input sizes, methods",
+                       description="List the degradations (tasks) with their parameters (type, "
+                                   "default, range), side input, input geometry and methods.")
+    k.add_argument("--json", action="store_true", help="print the list as JSON")
     sub.add_parser("train", help="train a prior with the train-prior flow (restora train --help)",
                    add_help=False)
     return parser
@@ -439,11 +483,13 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_serve(args)
     if args.command == "methods":
         return cmd_methods(args)
+    if args.command == "tasks":
+        return cmd_tasks(args)
     return cmd_inspect(args)
 
 
 # Commands that only read and print: once their output is flushed nothing is left to finish.
-_READ_ONLY = ("inspect", "methods")
+_READ_ONLY = ("inspect", "methods", "tasks")
 
 
 def script() -> None:

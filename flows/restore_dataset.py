@@ -27,6 +27,7 @@ from prefect.exceptions import MissingContextError
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from restora_core.degradations import get_task
 from tasks.cleanup import remove_previous_outputs
 from tasks.damaged import DamagedManifestError, MovedManifest, check_manifest, move_aside
 from tasks.lease import OutputLease, lease_dir
@@ -337,8 +338,9 @@ def _restore_dataset(spec: JobSpec, info: RunInfo, lease: OutputLease, retry_fai
                     "unreadable manifest(s) to damaged/", removed["manifests"], removed["files"],
                     removed["damaged"])
     plan, reused = load_or_make_plan(spec, replan=overwrite)
-    if plan.input_format == "images" and spec.task == "inpaint" and not spec.masks_uri:
-        raise JobSpecError("masks_uri: task 'inpaint' on an image folder needs masks_uri")
+    if plan.input_format == "images" and get_task(spec.task).side_input == "mask" \
+            and not spec.masks_uri:
+        raise JobSpecError(f"masks_uri: task '{spec.task}' on an image folder needs masks_uri")
     fold = SummaryFold(spec.samples)
     work, skipped, damaged = shards_to_run(plan, spec, info, retry_failed=retry_failed,
                                            overwrite=overwrite, fold=fold)

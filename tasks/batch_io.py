@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow.compute as pc
 
+from restora_core.degradations import get_task
 from restora_core.seeding import image_seed
 
 from .decode import (
@@ -56,19 +57,24 @@ ROW_COLUMNS = ("id", "source_uri", "mask_uri", "status", "error", "task_params",
 
 def _decode_row(row: SourceRow, params: dict[str, Any], spec: JobSpec,
                 info: RunInfo) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
-    """Decode a row's image (and mask for inpaint); errors name the row's member if it has one."""
+    """Decode a row's image (and mask when the task takes one); errors name the row's member if
+    it has one. Task parameters that are unknown, malformed or do not fit the prior are a
+    ``bad-params`` error of the row."""
     if row.error is not None:
         raise row.error
     try:
+        try:
+            size = info.input_size(spec, params)
+        except ValueError as exc:
+            raise ImageError("bad-params", f"task_params: {exc}") from None
         if row.image is None:
             raise ImageError("unreadable", "the row holds no image")
-        image, geo = decode_image(row.image, channels=info.channels,
-                                  resolution=info.input_resolution(spec, params),
+        image, geo = decode_image(row.image, channels=info.channels, resolution=size,
                                   size_policy=spec.size_policy, max_pixels=spec.max_pixels)
         mask = None
-        if spec.task == "inpaint":
+        if get_task(spec.task).side_input == "mask":
             if row.mask is None:
-                raise ImageError("mask-missing", "task 'inpaint' needs a mask for this image"
+                raise ImageError("mask-missing", f"task '{spec.task}' needs a mask for this image"
                                  + ("" if row.has_mask_ref else " and none was found"))
             mask = decode_mask(row.mask, geo, max_pixels=spec.max_pixels)
     except ImageError as exc:

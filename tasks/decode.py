@@ -31,21 +31,33 @@ class ImageError(ValueError):
 
 @dataclass(frozen=True)
 class Geometry:
-    """How a source of size (width, height) maps onto the prior's square grid."""
+    """How a source of size (width, height) maps onto the grid the task takes: ``resolution``
+    is its side, or its (height, width) when it is not square (an outpainting input)."""
 
     width: int
     height: int
-    resolution: int
+    resolution: int | tuple[int, int]
     policy: str
 
+    @property
+    def target(self) -> tuple[int, int]:
+        """(height, width) the source is decoded to."""
+        r = self.resolution
+        return (r, r) if isinstance(r, int) else (int(r[0]), int(r[1]))
+
     def crop_box(self) -> tuple[int, int, int, int] | None:
-        """Box of the centred square to keep, in source pixels (center-crop only)."""
-        if self.policy != "center-crop" or self.width == self.height:
+        """Box of the centred region with the target's aspect ratio to keep, in source pixels
+        (center-crop only)."""
+        th, tw = self.target
+        if self.policy != "center-crop" or self.width * th == self.height * tw:
             return None
-        side = min(self.width, self.height)
-        left = (self.width - side) // 2
-        top = (self.height - side) // 2
-        return (left, top, left + side, top + side)
+        if self.width * th > self.height * tw:  # wider than the target: keep the full height
+            w, h = round(self.height * tw / th), self.height
+        else:
+            w, h = self.width, round(self.width * th / tw)
+        left = (self.width - w) // 2
+        top = (self.height - h) // 2
+        return (left, top, left + w, top + h)
 
 
 def safe_id(raw: object) -> str:
@@ -198,31 +210,37 @@ def _match_channels(arr: np.ndarray, channels: int) -> np.ndarray:
     raise ImageError("channels", f"cannot map {arr.shape[-1]} channels to {channels}")
 
 
-def _geometry(img: Image.Image, resolution: int, policy: str, what: str) -> Geometry:
+def _geometry(img: Image.Image, resolution: int | tuple[int, int], policy: str,
+              what: str) -> Geometry:
     width, height = img.size
-    if (width, height) != (resolution, resolution) and policy == "error":
-        raise ImageError("size", f"{what} is {width}x{height}, the prior takes "
-                                 f"{resolution}x{resolution} (size_policy=error; "
-                                 "use resize or center-crop)")
-    return Geometry(width, height, resolution, policy)
+    geo = Geometry(width, height, resolution, policy)
+    th, tw = geo.target
+    if (width, height) != (tw, th) and policy == "error":
+        # The task's input size for the prior (e.g. 1/factor of it for super-resolution).
+        raise ImageError("size", f"{what} is {width}x{height}, the job takes {tw}x{th} inputs "
+                                 "(size_policy=error; use resize or center-crop)")
+    return geo
 
 
 def _apply(plane: np.ndarray, geo: Geometry, nearest: bool) -> np.ndarray:
     """Resize/crop one (H, W) float plane onto the prior's grid."""
-    if (geo.width, geo.height) == (geo.resolution, geo.resolution):
+    th, tw = geo.target
+    if (geo.width, geo.height) == (tw, th):
         return plane
     pil = Image.fromarray(plane.astype(np.float32), mode="F")
     box = geo.crop_box()
     if box is not None:
         pil = pil.crop(box)
     method = Image.Resampling.NEAREST if nearest else Image.Resampling.BICUBIC
-    pil = pil.resize((geo.resolution, geo.resolution), method)
+    pil = pil.resize((tw, th), method)
     return np.asarray(pil, dtype=np.float32)
 
 
-def decode_image(data: bytes, *, channels: int, resolution: int, size_policy: str = "error",
+def decode_image(data: bytes, *, channels: int, resolution: int | tuple[int, int],
+                 size_policy: str = "error",
                  max_pixels: int = 50_000_000) -> tuple[np.ndarray, Geometry]:
-    """Image bytes -> ((C, R, R) float32 in [-1, 1], source geometry); raises ImageError."""
+    """Image bytes -> ((C, H, W) float32 in [-1, 1], source geometry); raises ImageError.
+    ``resolution`` is the side R of a square target (H = W = R) or its (H, W)."""
     img = _open(data, max_pixels, "image")
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)
@@ -243,7 +261,8 @@ def decode_pixels(data: bytes, *, channels: int, max_pixels: int = 50_000_000) -
 
 
 def decode_mask(data: bytes, geometry: Geometry, *, max_pixels: int = 50_000_000) -> np.ndarray:
-    """Mask bytes -> (1, R, R) float32 in {0, 1} (0 = missing, non-zero = known); raises ImageError."""
+    """Mask bytes -> (1, H, W) float32 in {0, 1} (0 = missing, non-zero = known) on the image's
+    target grid; raises ImageError."""
     try:
         img = _open(data, max_pixels, "mask")
     except ImageError as exc:

@@ -8,13 +8,22 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from restora_core.choices import ESTIMATES, Precision
+from restora_core.degradations import TASKS, get_task
 
 from .readers import reader_names
 
-Task = Literal["inpaint", "box", "random", "superres", "denoise"]
+Task = Literal[TASKS]  # the degradation registry's tasks (`restora tasks`)
 Estimate = Literal[ESTIMATES]
 SizePolicy = Literal["error", "resize", "center-crop"]
 InputKind = Literal["observed", "clean"]
@@ -22,7 +31,8 @@ InputKind = Literal["observed", "clean"]
 # Fields that change the restored pixels or the manifest rows; batch size, pool size and the
 # like do not (each image's noise comes from image_seed(seed, id)), so they stay out of the hash.
 # The method's parameters enter resolved (task defaults filled in), so changing a published
-# default in the registry invalidates committed shards. Precision enters as resolved, with the
+# default in the registry invalidates committed shards; the task's parameters enter resolved
+# the same way. Precision enters as resolved, with the
 # device kind, through config_hash's arguments.
 _HASHED_FIELDS = ("task", "task_params", "method", "seed", "prior", "prior_preset", "size_policy",
                   "max_pixels", "inputs", "lpips_weights")
@@ -46,7 +56,9 @@ class JobSpec(BaseModel):
     masks_uri: str | None = Field(None, description="prefix of masks with the images' relative paths")
     input_format: str = Field("auto", description="auto, or a format registered in tasks.readers")
     task: Task = "inpaint"
-    task_params: dict[str, Any] = Field(default_factory=dict)
+    task_params: dict[str, Any] = Field(
+        default_factory=dict, description="the task's parameters (see `restora tasks`); unset "
+        "ones take the task's defaults")
     method: str = Field("restora_flow", description="a method of `restora methods`")
     method_params: dict[str, Any] = Field(
         default_factory=dict, description="the method's parameters (see `restora methods`); "
@@ -116,14 +128,23 @@ class JobSpec(BaseModel):
             raise ValueError(f"must be JSON values: {exc}") from exc
         return value
 
+    @field_validator("task_params")
+    @classmethod
+    def _task_params(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if info.data.get("task") in TASKS:  # an unknown task is reported on its own
+            get_task(info.data["task"]).make_params(value)
+        return value
+
     @model_validator(mode="after")
     def _coherent(self) -> JobSpec:
         # The method registry imports torch, so it is imported where validation needs it: a spec
         # unpickled in an I/O worker is never validated again and never loads it.
         from restora_core.samplers import METHODS, get_method, methods_for_task
 
-        if self.masks_uri and self.task != "inpaint":
-            raise ValueError(f"masks_uri is only used by task 'inpaint', not '{self.task}'")
+        if self.masks_uri and get_task(self.task).side_input != "mask":
+            users = [name for name in TASKS if get_task(name).side_input == "mask"]
+            raise ValueError(f"masks_uri is only used by the tasks that take a mask {users}, "
+                             f"not '{self.task}'")
         if self.method not in METHODS:
             raise ValueError(f"method: unknown method '{self.method}'; expected one of {METHODS}")
         if self.task not in get_method(self.method).tasks:
@@ -165,6 +186,11 @@ class JobSpec(BaseModel):
         return params_dict(chosen)
 
     @property
+    def resolved_task_params(self) -> dict[str, Any]:
+        """Every parameter of the task as it will run: its defaults plus ``task_params``."""
+        return get_task(self.task).resolved(self.task_params)
+
+    @property
     def uses_references(self) -> bool:
         """Whether inputs are clean references the restored images are scored against."""
         return self.inputs == "clean"
@@ -175,7 +201,7 @@ class JobSpec(BaseModel):
         a CPU rerun of a GPU job (fp32 vs bf16 pixels) must not take the GPU's shards as done."""
         payload: dict[str, Any] = {name: getattr(self, name) for name in _HASHED_FIELDS}
         payload.update(method_params=self.resolved_params, model_id=model_id, device=device,
-                       precision=precision)
+                       precision=precision, task_params=self.resolved_task_params)
         if self.samples > 1:
             payload.update({name: getattr(self, name) for name in _SAMPLING_FIELDS})
         payload.update({name: getattr(self, name) for name in _HASHED_IF_CHANGED
@@ -216,9 +242,16 @@ class RunInfo:
     # commit stop when a newer one exists. None outside a flow run (no lease to check).
     lease_generation: int | None = None
 
-    def input_resolution(self, spec: JobSpec, params: dict[str, Any] | None = None) -> int:
-        """Side inputs are decoded to: the prior's, or 1/factor of it for observed superres."""
-        if spec.task == "superres" and spec.inputs == "observed":
-            factor = int({**spec.task_params, **(params or {})}.get("factor", 2))
-            return self.resolution // factor
-        return self.resolution
+    @property
+    def prior_size(self) -> tuple[int, int]:
+        """The prior's (height, width): the canvas every observation is built on."""
+        return self.resolution, self.resolution
+
+    def input_size(self, spec: JobSpec, params: dict[str, Any] | None = None) -> tuple[int, int]:
+        """(height, width) inputs are decoded to: the task's input geometry for the prior when
+        inputs are observed (superres: 1/factor, outpaint: minus the pads), the prior's size
+        for clean references. ``params`` are a row's task parameters (``spec.task_params``
+        when None); ValueError when they do not fit the prior."""
+        chosen = spec.task_params if params is None else params
+        size = get_task(spec.task).input_for(self.prior_size, chosen)
+        return size if spec.inputs == "observed" else self.prior_size

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from restora_core.degradations import get_task
+
 from .spec import JobSpec, JobSpecError, RunInfo
 from .storage import is_object_store, open_fs
 
@@ -44,11 +46,10 @@ def validate_job(spec: JobSpec, device: str = "cpu") -> RunInfo:
                            storage_options=spec.storage_options)
     except Exception as exc:  # noqa: BLE001 - report any load failure as one line
         raise JobSpecError(f"prior: cannot load '{spec.prior}': {type(exc).__name__}: {exc}") from None
-    if spec.task == "superres":
-        factor = int(spec.task_params.get("factor", 2))
-        if factor < 1 or prior.resolution % factor:
-            raise JobSpecError(f"task_params.factor: {factor} does not divide the prior's "
-                               f"resolution {prior.resolution}")
+    try:
+        get_task(spec.task).input_for((prior.resolution, prior.resolution), spec.task_params)
+    except ValueError as exc:
+        raise JobSpecError(f"task_params: {exc}") from None
     if spec.lpips_weights:
         from restora_core.metrics import lpips_available
 

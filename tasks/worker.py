@@ -106,7 +106,8 @@ class RestoreWorker:
         (gen,) = generators_for_seeds([image_seed(self.spec.seed, f"{row_id}#observation")])
         if self.spec.uses_references:
             return simulate_observation(self.spec.task, x, params=params, generator=gen, mask=m)
-        return make_observation(self.spec.task, x, params=params, generator=gen, mask=m)
+        return make_observation(self.spec.task, x, params=params, generator=gen, mask=m,
+                                size=self.info.prior_size)
 
     def _restore_group(self, rows: list[int], batch: dict[str, np.ndarray],
                        params: dict[str, Any], out: dict[str, Any]) -> None:

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from restora_core.degradations import get_task
+
 from ..decode import IMAGE_SUFFIXES, ImageError
 from ..storage import full_uri, is_transient_storage_error, join, list_files, open_fs
 from .base import ShardPlan, SourceRow, item_list_requests, parse_params
@@ -164,7 +166,7 @@ class WebDatasetReader:
         items = request["items"]
         wanted = [(i, part) for i, it in enumerate(items) if not it["error"]
                   for part in ("image", "mask", "json") if it[part] is not None
-                  and (part != "mask" or spec.task == "inpaint")]
+                  and (part != "mask" or get_task(spec.task).side_input == "mask")]
         fs, path = open_fs(request["file"], spec.storage_options)
         fetched: dict[tuple[int, str], bytes] = {}
         failure = None

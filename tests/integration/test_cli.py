@@ -36,7 +36,7 @@ def test_bad_job_specs_fail_fast_with_one_message(tmp_path, tiny_prior, s3_endpo
     cases = {
         "task": (["--task", "colorize", "--prior", tiny_prior],
                  ("argument --task: invalid choice: 'colorize' (choose from 'inpaint', 'box', "
-                 "'random', 'superres', 'denoise')")),
+                 "'random', 'superres', 'denoise', 'outpaint')")),
         "bucket": (["--task", "box", "--prior", tiny_prior, "--endpoint-url", s3_endpoint,
                     "--output", "s3://no-such-bucket/out"],
                    "--output: bucket 'no-such-bucket' of 's3://no-such-bucket/out' does not exist"),
@@ -137,6 +137,29 @@ def test_version_examples_and_errors_that_name_the_flag_and_the_allowed_values()
     bad = restora_cli("restore", "--input", str(REPO), "--output", "/tmp/x", "--task", "box",
                       "--steps", "0", check=False, timeout=60)
     assert bad.returncode == 2 and "--steps: Input should be greater than or equal to 1" in bad.stderr
+
+
+@pytest.mark.timeout(120)
+def test_tasks_lists_every_task_with_its_parameters_geometry_side_input_and_methods():
+    from restora_core.degradations import TASKS
+
+    listed = json.loads(restora_cli("tasks", "--json", timeout=60).stdout)
+    assert [t["task"] for t in listed] == list(TASKS)
+    by_name = {t["task"]: t for t in listed}
+    assert by_name["superres"]["parameters"] == [{
+        "name": "factor", "type": "int", "default": 2, "range": ">= 1",
+        "help": "scale factor s: the input is 1/s of the prior's size per side"}]
+    assert by_name["superres"]["input_size"] == "the prior's size / factor"
+    assert by_name["inpaint"]["side_input"] == "mask" and by_name["box"]["side_input"] is None
+    assert by_name["denoise"]["methods"] == ["restora_flow_denoise", "ot_ode", "pnp_flow", "flower"]
+    assert "restora_flow" in by_name["outpaint"]["methods"]
+    text = restora_cli("tasks", timeout=60).stdout
+    assert "outpaint: extend the canvas by pad pixels per edge" in text
+    assert "    sigma (float, default 0.2, > 0.0, < 1.0): noise std on the [-1, 1] scale" in text
+    assert "  side input: mask (--masks)" in text
+    assert "pad (int[4] | None, default None, >= 0)" in text
+    help_text = restora_cli("restore", "--help", timeout=60).stdout
+    assert "superres: factor" in " ".join(help_text.split())
 
 
 @pytest.mark.timeout(180)

@@ -267,6 +267,30 @@ def test_method_params_are_checked_against_the_method_with_the_name_in_the_messa
         parse_spec({**BASE, "steps": 8, "method_params": {"steps": 9}})
 
 
+def test_task_params_are_checked_against_the_task_at_the_edge_naming_the_parameter():
+    with pytest.raises(JobSpecError) as err:
+        parse_spec({**BASE, "task": "superres", "task_params": {"factor": 0}})
+    assert str(err.value) == "invalid job spec: task_params: factor must be >= 1, got 0"
+    with pytest.raises(JobSpecError, match="task 'box' has no parameter 'factor'; it takes "
+                                           r"\['box', 'box_size'\]"):
+        parse_spec({**BASE, "task_params": {"factor": 2}})
+    with pytest.raises(JobSpecError, match="masks_uri is only used by the tasks that take a mask "
+                                           r"\['inpaint'\], not 'box'"):
+        parse_spec({**BASE, "masks_uri": "/masks"})
+    from flows.cli import flagged
+
+    assert flagged("invalid job spec: task_params: p must be < 1.0, got 2") == (
+        "invalid job spec: --param: p must be < 1.0, got 2")
+
+
+def test_config_hash_takes_the_task_params_resolved():
+    plain = parse_spec({**BASE, "task": "superres"}).config_hash(*ON_CPU)
+    assert parse_spec({**BASE, "task": "superres", "task_params": {"factor": 2}}).config_hash(
+        *ON_CPU) == plain
+    assert parse_spec({**BASE, "task": "superres", "task_params": {"factor": 4}}).config_hash(
+        *ON_CPU) != plain
+
+
 def test_unset_method_params_resolve_to_the_tasks_published_defaults():
     assert parse_spec({**BASE, "method": "ot_ode"}).resolved_params == {
         "steps": 100, "t0": 0.1, "gamma": "gamma_t"}
