@@ -33,6 +33,7 @@ from .decode import (
     encode_std_png,
     safe_id,
 )
+from .geometry import input_size, size_message
 from .lease import ensure_still_held
 from .manifest import (
     MANIFEST_COLUMNS,
@@ -62,9 +63,10 @@ def _decode_row(row: SourceRow, params: dict[str, Any], spec: JobSpec,
     try:
         if row.image is None:
             raise ImageError("unreadable", "the row holds no image")
-        image, geo = decode_image(row.image, channels=info.channels,
-                                  resolution=info.input_resolution(spec, params),
-                                  size_policy=spec.size_policy, max_pixels=spec.max_pixels)
+        image, geo = decode_image(
+            row.image, channels=info.channels, resolution=input_size(spec, info, params),
+            size_policy=spec.size_policy, max_pixels=spec.max_pixels,
+            size_message=lambda w, h: size_message(spec, info, params, w, h))
         mask = None
         if spec.task == "inpaint":
             if row.mask is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,7 +63,8 @@ def safe_id(raw: object) -> str:
     return raw
 
 
-def _open(data: bytes, max_pixels: int, what: str) -> Image.Image:
+def _open_header(data: bytes, max_pixels: int, what: str) -> Image.Image:
+    """The image with only its header parsed (size, mode); pixels are not decoded yet."""
     if not data:
         raise ImageError("truncated", f"{what} file is empty")
     try:
@@ -79,6 +81,16 @@ def _open(data: bytes, max_pixels: int, what: str) -> Image.Image:
                                       f"over the cap of {max_pixels} (decompression bomb?)")
     if width < 1 or height < 1:
         raise ImageError("unreadable", f"{what} has size {width}x{height}")
+    return img
+
+
+def image_size(data: bytes, *, max_pixels: int = 50_000_000) -> tuple[int, int]:
+    """(width, height) of image bytes from the header alone; raises ImageError."""
+    return _open_header(data, max_pixels, "image").size
+
+
+def _open(data: bytes, max_pixels: int, what: str) -> Image.Image:
+    img = _open_header(data, max_pixels, what)
     try:
         img.load()
     except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as exc:
@@ -198,12 +210,13 @@ def _match_channels(arr: np.ndarray, channels: int) -> np.ndarray:
     raise ImageError("channels", f"cannot map {arr.shape[-1]} channels to {channels}")
 
 
-def _geometry(img: Image.Image, resolution: int, policy: str, what: str) -> Geometry:
+def _geometry(img: Image.Image, resolution: int, policy: str,
+              size_message: Callable[[int, int], str] | None) -> Geometry:
     width, height = img.size
     if (width, height) != (resolution, resolution) and policy == "error":
-        raise ImageError("size", f"{what} is {width}x{height}, the prior takes "
-                                 f"{resolution}x{resolution} (size_policy=error; "
-                                 "use resize or center-crop)")
+        raise ImageError("size", size_message(width, height) if size_message else
+                         f"image is {width}x{height}, not the {resolution}x{resolution} this "
+                         "job takes (size_policy=error; use resize or center-crop)")
     return Geometry(width, height, resolution, policy)
 
 
@@ -221,12 +234,15 @@ def _apply(plane: np.ndarray, geo: Geometry, nearest: bool) -> np.ndarray:
 
 
 def decode_image(data: bytes, *, channels: int, resolution: int, size_policy: str = "error",
-                 max_pixels: int = 50_000_000) -> tuple[np.ndarray, Geometry]:
-    """Image bytes -> ((C, R, R) float32 in [-1, 1], source geometry); raises ImageError."""
+                 max_pixels: int = 50_000_000,
+                 size_message: Callable[[int, int], str] | None = None
+                 ) -> tuple[np.ndarray, Geometry]:
+    """Image bytes -> ((C, R, R) float32 in [-1, 1], source geometry); raises ImageError.
+    ``size_message(width, height)`` words the error for a size that policy ``error`` refuses."""
     img = _open(data, max_pixels, "image")
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)
-    geo = _geometry(img, resolution, size_policy, "image")
+    geo = _geometry(img, resolution, size_policy, size_message)
     arr = _match_channels(_pixels(data, img), channels)
     planes = [_apply(arr[..., k], geo, nearest=False) for k in range(channels)]
     out = np.clip(np.stack(planes), 0.0, 1.0) * 2.0 - 1.0

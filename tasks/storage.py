@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import errno
+import os
 import posixpath
 import uuid
 from typing import Any
 
 import fsspec
-from fsspec.core import url_to_fs
+from fsspec.core import split_protocol, url_to_fs
 
 # Object stores make a single PUT visible all at once (multipart uploads too), so writing in
 # place is atomic there; on file-like stores we write a temporary name and rename it.
@@ -38,6 +39,28 @@ class TransientStorageError(OSError):
 def open_fs(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """(filesystem, path without protocol) for any fsspec URI."""
     return url_to_fs(uri, **(storage_options or {}))
+
+
+# Protocol spellings that name the same store, for comparing locations.
+_SAME_STORE = {"s3a": "s3", "gcs": "gs", "local": "file", "abfss": "abfs"}
+
+
+def location(uri: str) -> tuple[str, str]:
+    """(protocol, path) that two URIs of one place share: local paths absolute with links
+    resolved, protocol aliases folded (s3a -> s3), no trailing '/'; for chained URIs the last."""
+    protocol, path = split_protocol(uri.rsplit("::", 1)[-1])
+    protocol = _SAME_STORE.get(protocol or "file", protocol or "file")
+    if protocol == "file":
+        return protocol, os.path.realpath(os.path.expanduser(path))
+    return protocol, path.strip("/")
+
+
+def is_within(inner: str, outer: str) -> bool:
+    """Whether ``inner`` is ``outer`` or lies under it (same store, a prefix at a '/')."""
+    (p_in, in_path), (p_out, out_path) = location(inner), location(outer)
+    if p_in != p_out:
+        return False
+    return in_path == out_path or in_path.startswith(out_path.rstrip("/") + "/")
 
 
 def join(uri: str, *parts: str) -> str:
