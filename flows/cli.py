@@ -24,6 +24,19 @@ _QUIET_ENV = {
 _LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
 
 
+# Exit codes of `restora restore` (docs/running.md; the restore --help epilog says them too).
+EXIT_OK = 0  # the job completed; rows may have status=error
+EXIT_FAILED = 1  # the run failed: shards failed, the output's lease is held or lost, a crash
+EXIT_USAGE = 2  # bad flags (argparse's own code) or a job spec that cannot run
+EXIT_NOTHING_RESTORED = 3  # the job completed but every row is an error
+_EXIT_CODES_HELP = f"""exit codes:
+  {EXIT_OK}  the job completed (some rows may be errors: see the manifests)
+  {EXIT_FAILED}  the run failed: a shard failed, another run holds or took the output, a crash
+  {EXIT_USAGE}  bad flags, or a job spec that cannot run (nothing was restored)
+  {EXIT_NOTHING_RESTORED}  the job completed but every row is an error
+  killed by a signal: 128 + its number in a shell (e.g. 137 for kill -9)"""
+
+
 def prepare_environment(prefect_api_url: str | None = None, ray_address: str | None = None) -> None:
     """Set Ray/Prefect environment defaults; call before importing ray or prefect."""
     for key, value in _QUIET_ENV.items():
@@ -239,24 +252,38 @@ def cmd_restore(args: argparse.Namespace) -> int:
         validate_job(spec)
     except JobSpecError as exc:
         print(f"restora: error: {flagged(str(exc))}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    from flows import watchdog
     from flows.restore_dataset import restore_dataset
 
+    # The Prefect server and the Ray this run may start die with it, even on kill -9.
+    watchdog.start()
     # Progress (images done / total, rate, ETA) arrives as the flow's log lines as batches finish.
     state = restore_dataset(spec=spec, retry_failed=args.retry_failed,
                             overwrite=args.overwrite, ray_address=args.ray_address,
                             wait_lease_s=args.wait_lease, return_state=True)
     if state.is_completed():
-        _print_summary(state.result())
-        return 0
+        summary = state.result()
+        _print_summary(summary)
+        return restore_exit_code(summary)
     try:
         state.result()
     except JobSpecError as exc:
         print(f"restora: error: {flagged(str(exc))}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except Exception as exc:  # noqa: BLE001 - report, do not dump a second traceback
         print(f"restora: the run failed: {exc}", file=sys.stderr)
-    return 1
+    return EXIT_FAILED
+
+
+def restore_exit_code(summary: dict[str, Any]) -> int:
+    """EXIT_OK for a completed run with at least one restored image, else EXIT_NOTHING_RESTORED."""
+    images = summary["images"]
+    if images["total"] and not images["ok"]:
+        print(f"restora: error: none of the {images['total']} images was restored; the "
+              f"manifests under {summary['manifests_dir']} give each row's error", file=sys.stderr)
+        return EXIT_NOTHING_RESTORED
+    return EXIT_OK
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -424,7 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("restore", help="restore a dataset (one run, here)",
-                       description="Restore every image of --input into --output (one run).")
+                       description="Restore every image of --input into --output (one run).",
+                       epilog=_EXIT_CODES_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_spec_arguments(p)
     p.add_argument("--retry-failed", action="store_true",
                    help="redo only rows with status=error in committed shards")

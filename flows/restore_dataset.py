@@ -30,14 +30,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from restora_core.degradations import get_task
 from tasks.cleanup import remove_previous_outputs
 from tasks.damaged import DamagedManifestError, MovedManifest, check_manifest, move_aside
-from tasks.lease import OutputLease, lease_dir
+from tasks.lease import OutputLease, describe_takeover, lease_dir
 from tasks.manifest import (
     SCHEMA_VERSION,
     manifest_dir,
     manifest_uri,
     read_manifest,
 )
-from tasks.planning import Plan, ShardPlan, load_or_make_plan
+from tasks.planning import Plan, ShardPlan, check_first_images, load_or_make_plan
 from tasks.pool import ActorPool, actor_device
 from tasks.preview import PREVIEW_ROWS, TILE, preview_dir, preview_grid, tile_grid
 from tasks.progress import RunProgress
@@ -151,6 +151,14 @@ def shards_to_run(plan: Plan, spec: JobSpec, info: RunInfo, *, retry_failed: boo
         if fold is not None:
             fold.add(shard.shard_id, committed.table)
     return work, skipped, damaged
+
+
+def shards_without_manifest(plan: Plan, spec: JobSpec) -> list[str]:
+    """The plan's shards that have no committed manifest (one listing of the manifests)."""
+    fs, root = open_fs(manifest_dir(spec.output_uri), spec.storage_options)
+    fs.invalidate_cache(root)
+    committed = set(list_files(fs, root, (".parquet",)))
+    return [s.shard_id for s in plan.shards if f"{s.shard_id}.parquet" not in committed]
 
 
 class _ProgressPublisher:
@@ -341,6 +349,9 @@ def _restore_dataset(spec: JobSpec, info: RunInfo, lease: OutputLease, retry_fai
     if plan.input_format == "images" and get_task(spec.task).side_input == "mask" \
             and not spec.masks_uri:
         raise JobSpecError(f"masks_uri: task '{spec.task}' on an image folder needs masks_uri")
+    check_first_images(plan, spec, info)
+    if lease.took_over is not None:
+        logger.warning(describe_takeover(lease.took_over, shards_without_manifest(plan, spec)))
     fold = SummaryFold(spec.samples)
     work, skipped, damaged = shards_to_run(plan, spec, info, retry_failed=retry_failed,
                                            overwrite=overwrite, fold=fold)

@@ -34,6 +34,7 @@ from .decode import (
     encode_std_png,
     safe_id,
 )
+from .geometry import size_message
 from .lease import ensure_still_held
 from .manifest import (
     MANIFEST_COLUMNS,
@@ -69,8 +70,10 @@ def _decode_row(row: SourceRow, params: dict[str, Any], spec: JobSpec,
             raise ImageError("bad-params", f"task_params: {exc}") from None
         if row.image is None:
             raise ImageError("unreadable", "the row holds no image")
-        image, geo = decode_image(row.image, channels=info.channels, resolution=size,
-                                  size_policy=spec.size_policy, max_pixels=spec.max_pixels)
+        image, geo = decode_image(
+            row.image, channels=info.channels, resolution=size,
+            size_policy=spec.size_policy, max_pixels=spec.max_pixels,
+            size_message=lambda w, h: size_message(spec, info, params, w, h))
         mask = None
         if get_task(spec.task).side_input == "mask":
             if row.mask is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,7 +75,8 @@ def safe_id(raw: object) -> str:
     return raw
 
 
-def _open(data: bytes, max_pixels: int, what: str) -> Image.Image:
+def _open_header(data: bytes, max_pixels: int, what: str) -> Image.Image:
+    """The image with only its header parsed (size, mode); pixels are not decoded yet."""
     if not data:
         raise ImageError("truncated", f"{what} file is empty")
     try:
@@ -91,6 +93,16 @@ def _open(data: bytes, max_pixels: int, what: str) -> Image.Image:
                                       f"over the cap of {max_pixels} (decompression bomb?)")
     if width < 1 or height < 1:
         raise ImageError("unreadable", f"{what} has size {width}x{height}")
+    return img
+
+
+def image_size(data: bytes, *, max_pixels: int = 50_000_000) -> tuple[int, int]:
+    """(width, height) of image bytes from the header alone; raises ImageError."""
+    return _open_header(data, max_pixels, "image").size
+
+
+def _open(data: bytes, max_pixels: int, what: str) -> Image.Image:
+    img = _open_header(data, max_pixels, what)
     try:
         img.load()
     except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as exc:
@@ -211,14 +223,15 @@ def _match_channels(arr: np.ndarray, channels: int) -> np.ndarray:
 
 
 def _geometry(img: Image.Image, resolution: int | tuple[int, int], policy: str,
-              what: str) -> Geometry:
+              size_message: Callable[[int, int], str] | None) -> Geometry:
     width, height = img.size
     geo = Geometry(width, height, resolution, policy)
     th, tw = geo.target
     if (width, height) != (tw, th) and policy == "error":
         # The task's input size for the prior (e.g. 1/factor of it for super-resolution).
-        raise ImageError("size", f"{what} is {width}x{height}, the job takes {tw}x{th} inputs "
-                                 "(size_policy=error; use resize or center-crop)")
+        raise ImageError("size", size_message(width, height) if size_message else
+                         f"image is {width}x{height}, not the {tw}x{th} this job takes "
+                         "(size_policy=error; use resize or center-crop)")
     return geo
 
 
@@ -237,14 +250,16 @@ def _apply(plane: np.ndarray, geo: Geometry, nearest: bool) -> np.ndarray:
 
 
 def decode_image(data: bytes, *, channels: int, resolution: int | tuple[int, int],
-                 size_policy: str = "error",
-                 max_pixels: int = 50_000_000) -> tuple[np.ndarray, Geometry]:
+                 size_policy: str = "error", max_pixels: int = 50_000_000,
+                 size_message: Callable[[int, int], str] | None = None
+                 ) -> tuple[np.ndarray, Geometry]:
     """Image bytes -> ((C, H, W) float32 in [-1, 1], source geometry); raises ImageError.
-    ``resolution`` is the side R of a square target (H = W = R) or its (H, W)."""
+    ``resolution`` is the side R of a square target (H = W = R) or its (H, W);
+    ``size_message(width, height)`` words the error for a size that policy ``error`` refuses."""
     img = _open(data, max_pixels, "image")
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)
-    geo = _geometry(img, resolution, size_policy, "image")
+    geo = _geometry(img, resolution, size_policy, size_message)
     arr = _match_channels(_pixels(data, img), channels)
     planes = [_apply(arr[..., k], geo, nearest=False) for k in range(channels)]
     out = np.clip(np.stack(planes), 0.0, 1.0) * 2.0 - 1.0

@@ -4,15 +4,17 @@ store and writing atomically come from ``restora_core.storage``."""
 from __future__ import annotations
 
 import errno
+import os
 import posixpath
 
 import fsspec
+from fsspec.core import split_protocol
 
 # One atomic-write helper for the engine and the pipeline (restora_core/storage.py).
 from restora_core.storage import is_object_store, open_fs, protocol, write_atomic
 
 __all__ = ["TransientStorageError", "full_uri", "is_object_store", "is_transient_storage_error",
-           "join", "list_files", "open_fs", "read_bytes", "write_atomic"]
+           "is_within", "join", "list_files", "location", "open_fs", "read_bytes", "write_atomic"]
 
 _TRANSIENT_ERRNOS = {errno.ECONNRESET, errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EPIPE,
                      errno.EAGAIN, errno.EBUSY, errno.ENETUNREACH, errno.EHOSTUNREACH}
@@ -34,6 +36,28 @@ _TRANSIENT_WORDS = ("slowdown", "slow down", "service unavailable", "serviceunav
 
 class TransientStorageError(OSError):
     """A storage failure worth retrying (network, throttling, 5xx)."""
+
+
+# Protocol spellings that name the same store, for comparing locations.
+_SAME_STORE = {"s3a": "s3", "gcs": "gs", "local": "file", "abfss": "abfs"}
+
+
+def location(uri: str) -> tuple[str, str]:
+    """(protocol, path) that two URIs of one place share: local paths absolute with links
+    resolved, protocol aliases folded (s3a -> s3), no trailing '/'; for chained URIs the last."""
+    protocol, path = split_protocol(uri.rsplit("::", 1)[-1])
+    protocol = _SAME_STORE.get(protocol or "file", protocol or "file")
+    if protocol == "file":
+        return protocol, os.path.realpath(os.path.expanduser(path))
+    return protocol, path.strip("/")
+
+
+def is_within(inner: str, outer: str) -> bool:
+    """Whether ``inner`` is ``outer`` or lies under it (same store, a prefix at a '/')."""
+    (p_in, in_path), (p_out, out_path) = location(inner), location(outer)
+    if p_in != p_out:
+        return False
+    return in_path == out_path or in_path.startswith(out_path.rstrip("/") + "/")
 
 
 def join(uri: str, *parts: str) -> str:

@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     from ..spec import JobSpec
 
 
+class InputFormatError(ValueError):
+    """The input as a whole does not fit its format (e.g. no image column): one job error at
+    plan time, not one error row per image. The message names the file and what it found."""
+
+
 @dataclass(frozen=True)
 class ShardPlan:
     """One shard: a unit of work, retry and resume."""

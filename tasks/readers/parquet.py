@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from ..decode import ImageError
 from ..storage import full_uri, join, list_files, open_fs
-from .base import ShardPlan, SourceRow, parse_params, read_uri
+from .base import InputFormatError, ShardPlan, SourceRow, parse_params, read_uri
 
 if TYPE_CHECKING:
     from ..spec import JobSpec
@@ -88,13 +88,21 @@ class ParquetReader:
     suffixes = (".parquet",)
 
     def plan(self, spec: JobSpec, fs: Any, root: str) -> list[tuple[ShardPlan, list[dict] | None]]:
-        """One shard per file (row counts from the footers); no item lists."""
+        """One shard per file (row counts from the footers); no item lists. A file without the
+        image column is an InputFormatError naming its columns."""
         files = [root] if fs.isfile(root) else [
             posixpath.join(root, rel) for rel in list_files(fs, root, self.suffixes)]
         shards = []
         for index, path in enumerate(files):
             with fs.open(path, "rb") as handle:
-                rows = pq.read_metadata(handle).num_rows
+                meta = pq.read_metadata(handle)
+            columns = meta.schema.to_arrow_schema().names
+            if spec.image_column not in columns:
+                raise InputFormatError(
+                    f"Parquet file '{full_uri(fs, path)}' has no image column "
+                    f"'{spec.image_column}'; its columns: {', '.join(columns)} (set "
+                    "image_column in a --spec file to the column that holds the image bytes)")
+            rows = meta.num_rows
             shards.append((ShardPlan(f"shard-{index:05d}", self.name, rows,
                                      file_uri=full_uri(fs, path)), None))
         return shards

@@ -53,8 +53,20 @@ def test_bad_job_specs_fail_fast_with_one_message(tmp_path, tiny_prior, s3_endpo
     assert not (tmp_path / "out").exists()
 
 
+def _alive(proc) -> bool:
+    import psutil
+
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 @pytest.mark.timeout(420)
-def test_a_killed_run_loses_nothing_committed_and_resumes(tmp_path, tiny_prior):
+def test_a_killed_run_leaves_no_services_loses_nothing_committed_and_resumes(tmp_path,
+                                                                             tiny_prior):
+    import psutil
+
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     for i, img in enumerate(gray_images(40, seed=5)):
@@ -64,11 +76,21 @@ def test_a_killed_run_loses_nothing_committed_and_resumes(tmp_path, tiny_prior):
             "--num-actors", "1", "--max-concurrent-shards", "1"]
     env = child_env(PREFECT_HOME=str(tmp_path / "prefect"))
     proc = start_cli(*args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc_pid = proc.pid
     manifests = out / "manifests"
     try:
         wait_for(lambda: manifests.exists() and len(list(manifests.glob("*.parquet"))) >= 3,
                  timeout=240, what="three committed shards")
-        os.killpg(proc.pid, signal.SIGKILL)
+        # What the run started: Prefect's ephemeral server, Ray's gcs/raylet/agents/workers
+        # (workers in process groups of their own), and the watchdog.
+        started = psutil.Process(proc.pid).children(recursive=True)
+        names = " ".join(" ".join(p.cmdline()) for p in started)
+        assert "uvicorn" in names and "raylet" in names and "watchdog.py" in names
+        os.kill(proc.pid, signal.SIGKILL)  # the driver alone, as `kill -9 <pid>` does
+        proc.wait(timeout=10)
+        wait_for(lambda: not any(_alive(p) for p in started), timeout=15,
+                 what="every process the killed run started to die: "
+                      + ", ".join(f"{p.pid} {p.name()}" for p in started if _alive(p)))
     finally:
         stop_process_group(proc)
     committed = sorted(manifests.glob("*.parquet"))
@@ -83,6 +105,10 @@ def test_a_killed_run_loses_nothing_committed_and_resumes(tmp_path, tiny_prior):
     stamps = {p.name: p.stat().st_mtime_ns for p in committed}
 
     proc = restora_cli(*args, env=env, timeout=300)
+    logged = proc.stdout + proc.stderr
+    assert "took over the output from run " in logged and f"pid {proc_pid}" in logged
+    assert f"{20 - len(committed)} shard(s) of the plan have no manifest" in logged
+    assert len(list((out / "leases").glob("*.json"))) == 1  # the dead run's lease was pruned
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"] == {"total": 40, "ok": 40, "error": 0}
     assert summary["shards"]["skipped"] == len(committed)
@@ -228,3 +254,38 @@ def test_train_a_prior_then_restore_with_it(tmp_path, prefect_server):
     assert summary["images"] == {"total": 6, "ok": 6, "error": 0}
     table = pq.read_table(tmp_path / "restored" / "manifests")
     assert set(table["model_id"].to_pylist()) == {prior.model_id}
+
+
+@pytest.mark.timeout(420)
+def test_exit_codes_tell_a_refused_job_from_one_where_every_row_failed(tmp_path, tiny_prior):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, img in enumerate(gray_images(3)):
+        (src / f"img{i}.png").write_bytes(png(img))
+    env = child_env(PREFECT_HOME=str(tmp_path / "prefect"))
+    common = ["--prior", tiny_prior, "--steps", "2", "--num-actors", "1"]
+
+    inside = restora_cli("restore", "--input", str(src), "--output", str(src / "restored"),
+                         "--task", "box", *common, env=env, check=False, timeout=90)
+    assert inside.returncode == 2
+    assert f"--output: '{src}/restored' lies inside the input '{src}'" in inside.stderr
+    assert not (src / "restored").exists()
+
+    # The tiny prior is 16x16, so superres by 2 takes 8x8 inputs: every 16x16 image is off,
+    # which the plan finds from the first images' headers, before any actor starts.
+    superres = restora_cli("restore", "--input", str(src), "--output", str(tmp_path / "sr"),
+                           "--task", "superres", *common, env=env, check=False, timeout=300)
+    assert superres.returncode == 2, superres.stderr[-3000:]
+    assert ("the input must be 8x8 for tiny16.safetensors at factor 2 (got 16x16"
+            in superres.stderr)
+    assert not (tmp_path / "sr" / "manifests").exists()
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for i in range(3):
+        (broken / f"b{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    failed = restora_cli("restore", "--input", str(broken), "--output", str(tmp_path / "b-out"),
+                         "--task", "box", *common, env=env, check=False, timeout=300)
+    assert failed.returncode == 3, failed.stderr[-3000:]
+    assert "none of the 3 images was restored" in failed.stderr
+    assert "restored 0/3 images (3 errors)" in failed.stdout

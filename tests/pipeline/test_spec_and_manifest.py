@@ -58,7 +58,8 @@ def test_config_hash_ignores_throughput_knobs_but_not_results():
 
 
 def test_config_hash_covers_the_device_kind_and_the_resolved_precision(tmp_path, tiny_prior_path):
-    spec = parse_spec({**BASE, "input_uri": str(tmp_path), "output_uri": str(tmp_path / "out"),
+    (tmp_path / "in").mkdir()  # an output beside the input, not inside it
+    spec = parse_spec({**BASE, "input_uri": str(tmp_path / "in"), "output_uri": str(tmp_path / "out"),
                        "prior": tiny_prior_path})
     on_cpu, on_gpu = validate_job(spec, device="cpu"), validate_job(spec, device="cuda")
     assert (on_cpu.precision, on_gpu.precision) == ("fp32", "bf16")  # what "auto" became
@@ -74,7 +75,8 @@ def test_missing_input_and_unloadable_prior_fail_fast(tmp_path):
     bad_prior = tmp_path / "broken.safetensors"
     bad_prior.write_bytes(b"not weights")
     with pytest.raises(JobSpecError, match="prior: cannot load"):
-        validate_job(parse_spec({**BASE, "input_uri": str(tmp_path), "prior": str(bad_prior),
+        (tmp_path / "in").mkdir()  # an output beside the input, not inside it
+        validate_job(parse_spec({**BASE, "input_uri": str(tmp_path / "in"), "prior": str(bad_prior),
                                  "output_uri": str(tmp_path / "out")}))
 
 
@@ -152,7 +154,8 @@ def test_a_rerun_reruns_shards_of_an_older_schema_and_refuses_newer_ones(tmp_pat
     from tasks.manifest import manifest_uri
     from tasks.planning import Plan, ShardPlan
 
-    spec = parse_spec({**BASE, "input_uri": str(tmp_path), "output_uri": str(tmp_path / "out"),
+    (tmp_path / "in").mkdir()  # an output beside the input, not inside it
+    spec = parse_spec({**BASE, "input_uri": str(tmp_path / "in"), "output_uri": str(tmp_path / "out"),
                        "prior": tiny_prior_path})
     info = validate_job(spec)
     shards = [ShardPlan(shard_id=f"shard-{i:05d}", kind="images", count=1) for i in range(3)]
@@ -364,7 +367,8 @@ def test_resume_reads_each_committed_manifest_once_and_the_summary_matches(
     from tasks.manifest import manifest_uri
     from tasks.planning import Plan, ShardPlan
 
-    spec = parse_spec({**BASE, "input_uri": str(tmp_path), "output_uri": str(tmp_path / "out"),
+    (tmp_path / "in").mkdir()  # an output beside the input, not inside it
+    spec = parse_spec({**BASE, "input_uri": str(tmp_path / "in"), "output_uri": str(tmp_path / "out"),
                        "prior": tiny_prior_path})
     info = validate_job(spec)
     shards = [ShardPlan(shard_id=f"shard-{i:05d}", kind="images", count=2) for i in range(4)]
