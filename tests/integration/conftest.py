@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 _RUN_DIR = Path(tempfile.mkdtemp(prefix="rit-"))
+# Ray keeps its default token authentication (tests/conftest.py gives this run its own token).
 for _key, _value in {
-    "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_TMPDIR": str(_RUN_DIR / "ray"),
     "PREFECT_HOME": str(_RUN_DIR / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "60",
@@ -168,7 +169,8 @@ def s3(s3_endpoint, request):
     """(s3fs filesystem, storage_options, bucket) with a fresh bucket for this test."""
     import s3fs
 
-    options = {"key": "testing", "secret": "testing", "endpoint_url": s3_endpoint}
+    # Credentials come from the environment (AWS_ACCESS_KEY_ID above), as in production.
+    options = {"endpoint_url": s3_endpoint}
     fs = s3fs.S3FileSystem(**options)
     bucket = "b-" + request.node.name.lower().replace("_", "-")[:50].strip("-")
     call_with_retry(lambda: fs.mkdir(bucket), what=f"create bucket {bucket} on moto")
