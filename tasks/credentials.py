@@ -35,9 +35,9 @@ def credential_options(options: Any, where: str = "") -> list[str]:
     for name, value in options.items():
         path = f"{where}.{name}" if where else str(name)
         lowered = str(name).lower()
-        if lowered in CREDENTIAL_KEYS and value not in (None, ""):
-            if not (lowered == "token" and isinstance(value, str) and value in _TOKEN_MODES):
-                found.append(path)
+        mode = lowered == "token" and isinstance(value, str) and value in _TOKEN_MODES
+        if lowered in CREDENTIAL_KEYS and value not in (None, "") and not mode:
+            found.append(path)
         found.extend(credential_options(value, path))
     return found
 

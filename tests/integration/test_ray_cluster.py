@@ -6,13 +6,12 @@ import json
 import shutil
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from .conftest import REPO, child_env, free_port, gray_images, png, stop_process_group, wait_for
+from .conftest import REPO, child_env, gray_images, local_ray_head, png
 from .retry import TransientServiceError, call_with_retry
 
 pytestmark = [pytest.mark.integration]
@@ -46,35 +45,10 @@ def test_actors_on_both_nodes_work_and_a_removed_node_costs_no_image(tmp_path, t
 
 @pytest.fixture()
 def ray_head(tmp_path):
-    """`ray start --head --block` on 127.0.0.1 with its job server; stopped with its group."""
-    port, dash = free_port(), free_port()
-    temp = Path("/tmp") / f"rth{tmp_path.name[-6:]}"
+    """A local Ray head with its job server (token mode: the run's token); stopped afterwards."""
     env = child_env(PATH=f"{Path(sys.executable).parent}:{child_env()['PATH']}")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
-         "--node-ip-address=127.0.0.1", f"--port={port}", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={dash}", "--include-dashboard=true", "--num-cpus=2",
-         # Own agent ports: the session's local Ray (other tests) already holds the defaults,
-         # and a head whose dashboard agent cannot bind answers "No available agent" forever.
-         f"--dashboard-agent-listen-port={free_port()}",
-         f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}",
-         f"--runtime-env-agent-port={free_port()}", f"--ray-client-server-port={free_port()}",
-         f"--temp-dir={temp}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
-    url = f"http://127.0.0.1:{dash}"
-
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(f"{url}/api/version", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    try:
-        wait_for(healthy, timeout=90, what="the Ray head's job server")
+    with local_ray_head(tmp_path, env) as url:
         yield url, env
-    finally:
-        stop_process_group(proc, grace=20)
 
 
 @pytest.mark.timeout(300)

@@ -1,0 +1,148 @@
+"""Secrets stay secret (nothing recorded holds them) and only who holds the key gets in."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from .conftest import (
+    REPO,
+    child_env,
+    dashboard_get,
+    gray_images,
+    local_ray_head,
+    png,
+    restora_cli,
+)
+from .retry import TransientServiceError, call_with_retry
+
+pytestmark = [pytest.mark.integration]
+
+
+def sentinels() -> dict[str, str]:
+    """Unique AWS credentials (moto takes any) that no code path could write by chance."""
+    tag = uuid.uuid4().hex
+    return {"AWS_ACCESS_KEY_ID": f"AKIASENTINEL{tag[:8].upper()}",
+            "AWS_SECRET_ACCESS_KEY": f"secret-sentinel-{tag}"}
+
+
+def holders(needles: dict[str, str], places: dict[str, bytes]) -> list[str]:
+    """'PLACE holds NAME' for every needle found in any place's bytes."""
+    return [f"{place} holds {name}" for place, data in places.items()
+            for name, value in needles.items() if value.encode() in data]
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (databases, logs, results), read as bytes."""
+    return {str(p): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def s3_objects(fs, prefix: str) -> dict[str, bytes]:
+    """Every object under an S3 prefix, read as bytes."""
+    return {f"s3://{key}": fs.cat_file(key) for key in fs.find(prefix)}
+
+
+def upload_images(fs, prefix: str, n: int, seed: int) -> None:
+    """``n`` gray PNGs under ``prefix``."""
+    for i, img in enumerate(gray_images(n, seed=seed)):
+        fs.pipe_file(f"{prefix}/img{i}.png", png(img))
+
+
+@pytest.mark.timeout(360)
+def test_s3_credentials_reach_no_prefect_record_log_or_output(s3, s3_endpoint, tiny_prior,
+                                                             tmp_path):
+    fs, _, bucket = s3
+    upload_images(fs, f"{bucket}/in", 6, seed=11)
+    creds = sentinels()
+    home = tmp_path / "prefect"
+    ray_tmp = Path("/tmp") / f"rts{uuid.uuid4().hex[:6]}"  # short: unix socket path limit
+    env = child_env(PREFECT_HOME=str(home), RAY_TMPDIR=str(ray_tmp), **creds)
+    flags = ["restore", "--input", f"s3://{bucket}/in", "--output", f"s3://{bucket}/out",
+             "--task", "box", "--prior", tiny_prior, "--steps", "4", "--batch-size", "3",
+             "--endpoint-url", s3_endpoint]
+
+    refused = restora_cli(*flags, "--storage-option",
+                          f"secret={creds['AWS_SECRET_ACCESS_KEY']}", env=env, check=False)
+    assert refused.returncode == 2 and "AWS_SECRET_ACCESS_KEY" in refused.stderr
+    ran = restora_cli(*flags, env=env)
+    fs.invalidate_cache()
+    summary = json.loads(fs.cat_file(f"{bucket}/out/summary.json"))
+    assert summary["images"] == {"total": 6, "ok": 6, "error": 0}
+
+    places = {"refused run's output": (refused.stdout + refused.stderr).encode(),
+              "run's stdout/stderr": (ran.stdout + ran.stderr).encode(),
+              **files_under(home), **files_under(ray_tmp), **s3_objects(fs, f"{bucket}/out")}
+    # The search can see what Prefect recorded: the run's parameters are in its database.
+    prefect_files = files_under(home)
+    assert any(name.endswith(".db") for name in prefect_files)
+    assert any(f"s3://{bucket}/in".encode() in data for data in prefect_files.values())
+    assert holders(creds, places) == []
+
+
+@pytest.fixture()
+def token_head(tmp_path):
+    """A local head in token mode with a token of its own: (job server URL, token, head env)."""
+    token = secrets.token_hex(32)
+    env = child_env(PATH=f"{Path(sys.executable).parent}:{child_env()['PATH']}",
+                    RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    with local_ray_head(tmp_path, env) as url:
+        yield url, token, env
+
+
+def submit(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """infra/ray/submit.sh ARGS, resubmitted while the job server is still starting."""
+    def once() -> subprocess.CompletedProcess:
+        proc = subprocess.run(["bash", "infra/ray/submit.sh", *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=280, check=False)
+        text = proc.stdout + proc.stderr
+        if proc.returncode != 0 and "submitted successfully" not in text and any(
+                sign in text for sign in ("Connection refused", "503", "Failed to connect",
+                                          "No available agent")):
+            raise TransientServiceError(text[-500:])
+        return proc
+
+    return call_with_retry(once, what="ray job submit", deadline_s=180)
+
+
+@pytest.mark.timeout(360)
+def test_token_head_refuses_strangers_and_records_no_submitter_secret(token_head, s3, s3_endpoint,
+                                                                      tiny_prior, tmp_path):
+    url, token, head_env = token_head
+    # Without the token the Jobs API answers 401; with a wrong one, 403.
+    assert dashboard_get(url, "/api/jobs/")[0] == 401
+    assert dashboard_get(url, "/api/jobs/", "not-" + token)[0] == 403
+    fs, _, bucket = s3
+    upload_images(fs, f"{bucket}/in", 4, seed=12)
+    creds = sentinels()
+    # The submitter holds secrets of its own; the job must run on the head's credentials
+    # (here: the test's AWS_* variables the head was started with) and record none of these.
+    env = {k: v for k, v in head_env.items() if k != "RAY_AUTH_MODE"}
+    env.update(creds, RAY_ADDRESS=url, RESTORA_PYTHON=sys.executable, RAY_AUTH_TOKEN=token,
+               PREFECT_HOME=str(tmp_path / "prefect"))
+
+    proc = submit(["--input", f"s3://{bucket}/in", "--output", f"s3://{bucket}/out", "--task",
+                   "box", "--prior", tiny_prior, "--steps", "4", "--batch-size", "2",
+                   "--endpoint-url", s3_endpoint], env)
+    assert proc.returncode == 0 and "succeeded" in proc.stdout + proc.stderr, \
+        proc.stdout[-3000:] + proc.stderr[-3000:]
+    fs.invalidate_cache()
+    assert json.loads(fs.cat_file(f"{bucket}/out/summary.json"))["images"]["ok"] == 4
+
+    status, body = dashboard_get(url, "/api/jobs/", token)
+    assert status == 200
+    jobs = json.loads(body)
+    # The record holds the forwarded variables (the search sees them), but no secret.
+    assert len(jobs) == 1 and str(tmp_path / "prefect") in json.dumps(jobs[0]["runtime_env"])
+    listing = subprocess.run([str(Path(sys.executable).parent / "ray"), "job", "list",
+                              "--address", url], env={**env, "RAY_AUTH_MODE": "token"},
+                             capture_output=True, text=True, timeout=60, check=True)
+    logs = dashboard_get(url, f"/api/jobs/{jobs[0]['submission_id']}/logs", token)[1]
+    places = {"/api/jobs/": body, "ray job list": listing.stdout.encode(), "job logs": logs,
+              "submit output": (proc.stdout + proc.stderr).encode()}
+    assert holders({**creds, "RAY_AUTH_TOKEN": token}, places) == []
