@@ -146,3 +146,52 @@ def test_token_head_refuses_strangers_and_records_no_submitter_secret(token_head
     places = {"/api/jobs/": body, "ray job list": listing.stdout.encode(), "job logs": logs,
               "submit output": (proc.stdout + proc.stderr).encode()}
     assert holders({**creds, "RAY_AUTH_TOKEN": token}, places) == []
+
+
+@pytest.mark.timeout(300)
+def test_prefect_server_script_demands_its_auth_string_and_restora_sends_it(tmp_path, tiny_prior):
+    import base64
+    import urllib.error
+    import urllib.request
+
+    from .conftest import free_port, image_folder, stop_process_group, wait_for
+
+    home, port = tmp_path / "prefect-home", free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = child_env(PATH=f"{Path(sys.executable).parent}:{child_env()['PATH']}",
+                    PREFECT_HOME=str(home), PREFECT_PORT=str(port))
+    env.pop("PREFECT_SERVER_API_AUTH_STRING", None)
+    server = subprocess.Popen(["bash", "infra/local/start_prefect_server.sh"], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+
+    def status(auth: str | None) -> int:
+        req = urllib.request.Request(f"{api}/flow_runs/filter", data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+        if auth:
+            req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return 0
+
+    try:
+        auth_file = home / "server_auth_string"
+        wait_for(lambda: auth_file.exists() and status(None) == 401, timeout=120,
+                 what="the Prefect server refusing a request without its auth string")
+        assert oct(auth_file.stat().st_mode & 0o777) == "0o600"
+        auth = auth_file.read_text().strip()
+        assert status("wrong-" + auth) == 401 and status(auth) == 200
+        src = image_folder(tmp_path / "in", 2, seed=13)
+        client = child_env(PREFECT_API_URL=api, PREFECT_API_AUTH_STRING=auth)
+        restora_cli("restore", "--input", str(src), "--output", str(tmp_path / "out"), "--task",
+                    "box", "--prior", tiny_prior, "--steps", "2", env=client)
+        without = restora_cli("restore", "--input", str(src), "--output", str(tmp_path / "out2"),
+                              "--task", "box", "--prior", tiny_prior, "--steps", "2",
+                              env=child_env(PREFECT_API_URL=api), check=False, timeout=120)
+        assert without.returncode != 0 and not (tmp_path / "out2" / "summary.json").exists()
+    finally:
+        stop_process_group(server)

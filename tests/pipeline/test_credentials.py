@@ -53,6 +53,17 @@ def test_a_secret_given_as_flag_or_in_a_spec_file_stops_restore_before_any_run(t
     assert err.count("AWS_ACCESS_KEY_ID") == 3 and secret not in err
 
 
+def test_training_refuses_credentials_in_its_storage_options(tmp_path, capsys):
+    from flows.train_prior import main
+
+    secret = sentinel()
+    argv = ["--data", str(tmp_path / "set.npz"), "--output", str(tmp_path / "p.safetensors"),
+            "--set", "storage_options=" + json.dumps({"secret": secret})]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "storage_options holds credentials (secret)" in err and secret not in err
+
+
 def test_submit_script_refuses_a_credential_flag_before_the_job_is_recorded():
     secret = sentinel()
     proc = subprocess.run(
