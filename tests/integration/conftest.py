@@ -174,6 +174,25 @@ def local_ray_head(tmp_path: Path, env: dict[str, str]) -> Iterator[str]:
         stop_process_group(proc, grace=20)
 
 
+def submit_job(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`infra/ray/submit.sh ARGS` with ``env``, resubmitted while the job server is starting."""
+    from .retry import TransientServiceError
+
+    def once() -> subprocess.CompletedProcess:
+        proc = subprocess.run(["bash", "infra/ray/submit.sh", *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=280, check=False)
+        text = proc.stdout + proc.stderr
+        if proc.returncode != 0 and "submitted successfully" not in text and any(
+                sign in text for sign in ("Connection refused", "503", "Failed to connect",
+                                          "No available agent")):
+            # The job server (or, right after the head starts, its job agent) was not ready and
+            # the job never started: resubmit.
+            raise TransientServiceError(text[-500:])
+        return proc
+
+    return call_with_retry(once, what="ray job submit", deadline_s=180)
+
+
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory):
     """`prefect server start --host 127.0.0.1` with its own database; stopped with its group."""

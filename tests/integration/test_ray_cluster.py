@@ -11,8 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from .conftest import REPO, child_env, gray_images, local_ray_head, png
-from .retry import TransientServiceError, call_with_retry
+from .conftest import REPO, child_env, gray_images, local_ray_head, png, submit_job
 
 pytestmark = [pytest.mark.integration]
 
@@ -60,22 +59,9 @@ def test_ray_job_submit_runs_the_restore_entrypoint(ray_head, tmp_path, tiny_pri
     env = {**env, "RAY_ADDRESS": url, "RESTORA_PYTHON": sys.executable,
            "PREFECT_HOME": str(tmp_path / "prefect")}
 
-    def submit() -> subprocess.CompletedProcess:
-        proc = subprocess.run(
-            ["bash", "infra/ray/submit.sh", "--input", str(tmp_path / "in"), "--output",
-             str(tmp_path / "out"), "--task", "box", "--prior", tiny_prior, "--steps", "4",
-             "--batch-size", "3"], cwd=REPO, env=env, capture_output=True, text=True,
-            timeout=280, check=False)
-        text = proc.stdout + proc.stderr
-        if proc.returncode != 0 and "submitted successfully" not in text and any(
-                sign in text for sign in ("Connection refused", "503", "Failed to connect",
-                                          "No available agent")):
-            # The job server (or, right after the head starts, its job agent) was not ready and
-            # the job never started: resubmit.
-            raise TransientServiceError(text[-500:])
-        return proc
-
-    proc = call_with_retry(submit, what="ray job submit", deadline_s=180)
+    proc = submit_job(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                       "--task", "box", "--prior", tiny_prior, "--steps", "4", "--batch-size",
+                       "3"], env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "succeeded" in proc.stdout + proc.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -15,12 +18,16 @@ from .conftest import (
     REPO,
     child_env,
     dashboard_get,
+    free_port,
     gray_images,
+    image_folder,
     local_ray_head,
     png,
     restora_cli,
+    stop_process_group,
+    submit_job,
+    wait_for,
 )
-from .retry import TransientServiceError, call_with_retry
 
 pytestmark = [pytest.mark.integration]
 
@@ -95,21 +102,6 @@ def token_head(tmp_path):
         yield url, token, env
 
 
-def submit(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    """infra/ray/submit.sh ARGS, resubmitted while the job server is still starting."""
-    def once() -> subprocess.CompletedProcess:
-        proc = subprocess.run(["bash", "infra/ray/submit.sh", *args], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=280, check=False)
-        text = proc.stdout + proc.stderr
-        if proc.returncode != 0 and "submitted successfully" not in text and any(
-                sign in text for sign in ("Connection refused", "503", "Failed to connect",
-                                          "No available agent")):
-            raise TransientServiceError(text[-500:])
-        return proc
-
-    return call_with_retry(once, what="ray job submit", deadline_s=180)
-
-
 @pytest.mark.timeout(360)
 def test_token_head_refuses_strangers_and_records_no_submitter_secret(token_head, s3, s3_endpoint,
                                                                       tiny_prior, tmp_path):
@@ -126,7 +118,7 @@ def test_token_head_refuses_strangers_and_records_no_submitter_secret(token_head
     env.update(creds, RAY_ADDRESS=url, RESTORA_PYTHON=sys.executable, RAY_AUTH_TOKEN=token,
                PREFECT_HOME=str(tmp_path / "prefect"))
 
-    proc = submit(["--input", f"s3://{bucket}/in", "--output", f"s3://{bucket}/out", "--task",
+    proc = submit_job(["--input", f"s3://{bucket}/in", "--output", f"s3://{bucket}/out", "--task",
                    "box", "--prior", tiny_prior, "--steps", "4", "--batch-size", "2",
                    "--endpoint-url", s3_endpoint], env)
     assert proc.returncode == 0 and "succeeded" in proc.stdout + proc.stderr, \
@@ -150,12 +142,6 @@ def test_token_head_refuses_strangers_and_records_no_submitter_secret(token_head
 
 @pytest.mark.timeout(300)
 def test_prefect_server_script_demands_its_auth_string_and_restora_sends_it(tmp_path, tiny_prior):
-    import base64
-    import urllib.error
-    import urllib.request
-
-    from .conftest import free_port, image_folder, stop_process_group, wait_for
-
     home, port = tmp_path / "prefect-home", free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = child_env(PATH=f"{Path(sys.executable).parent}:{child_env()['PATH']}",
