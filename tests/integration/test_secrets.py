@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -82,11 +83,12 @@ def test_s3_credentials_reach_no_prefect_record_log_or_output(s3, s3_endpoint, t
     summary = json.loads(fs.cat_file(f"{bucket}/out/summary.json"))
     assert summary["images"] == {"total": 6, "ok": 6, "error": 0}
 
-    places = {"refused run's output": (refused.stdout + refused.stderr).encode(),
-              "run's stdout/stderr": (ran.stdout + ran.stderr).encode(),
-              **files_under(home), **files_under(ray_tmp), **s3_objects(fs, f"{bucket}/out")}
     # The search can see what Prefect recorded: the run's parameters are in its database.
     prefect_files = files_under(home)
+    places = {"refused run's output": (refused.stdout + refused.stderr).encode(),
+              "run's stdout/stderr": (ran.stdout + ran.stderr).encode(),
+              **prefect_files, **files_under(ray_tmp), **s3_objects(fs, f"{bucket}/out")}
+    shutil.rmtree(ray_tmp, ignore_errors=True)
     assert any(name.endswith(".db") for name in prefect_files)
     assert any(f"s3://{bucket}/in".encode() in data for data in prefect_files.values())
     assert holders(creds, places) == []
@@ -118,9 +120,9 @@ def test_token_head_refuses_strangers_and_records_no_submitter_secret(token_head
     env.update(creds, RAY_ADDRESS=url, RESTORA_PYTHON=sys.executable, RAY_AUTH_TOKEN=token,
                PREFECT_HOME=str(tmp_path / "prefect"))
 
-    proc = submit_job(["--input", f"s3://{bucket}/in", "--output", f"s3://{bucket}/out", "--task",
-                   "box", "--prior", tiny_prior, "--steps", "4", "--batch-size", "2",
-                   "--endpoint-url", s3_endpoint], env)
+    proc = submit_job(["--input", f"s3://{bucket}/in", "--output", f"s3://{bucket}/out",
+                       "--task", "box", "--prior", tiny_prior, "--steps", "4", "--batch-size",
+                       "2", "--endpoint-url", s3_endpoint], env)
     assert proc.returncode == 0 and "succeeded" in proc.stdout + proc.stderr, \
         proc.stdout[-3000:] + proc.stderr[-3000:]
     fs.invalidate_cache()
