@@ -20,8 +20,12 @@ _QUIET_ENV = {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "60",
 }
-# Only for a Ray this process starts itself: stay on 127.0.0.1 and skip token auth.
-_LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+# Only for a Ray this process starts itself: stay on 127.0.0.1. Ray 2.59+ protects such a Ray
+# with a token of its own (~/.ray/auth_token, or RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH).
+_LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+# Where a Ray token can come from. Joining a cluster by address, Ray sends its token only in
+# token mode, so a token given in the environment turns that mode on.
+_RAY_TOKEN_VARS = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 
 
 # Exit codes of `restora restore` (docs/running.md; the restore --help epilog says them too).
@@ -51,6 +55,8 @@ def prepare_environment(prefect_api_url: str | None = None, ray_address: str | N
     if not ray_address and not os.environ.get("RAY_ADDRESS"):
         for key, value in _LOCAL_RAY_ENV.items():
             os.environ.setdefault(key, value)
+    elif any(os.environ.get(var) for var in _RAY_TOKEN_VARS):
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
 def _parse_value(text: str) -> Any:
@@ -164,7 +170,8 @@ def _add_spec_arguments(p: argparse.ArgumentParser) -> None:
                         "(value/65535 = std on the [-1, 1] scale)")
     p.add_argument("--endpoint-url", metavar="URL", help="S3 endpoint (e.g. http://127.0.0.1:9000)")
     p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
-                   help="fsspec storage option, value as JSON (repeat)")
+                   help="fsspec storage option, value as JSON (repeat); never credentials: "
+                        "those come from the environment (docs/security.md)")
     p.add_argument("--ray-address", metavar="ADDRESS",
                    help="Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--prefect-api-url", metavar="URL",
@@ -306,12 +313,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Summarise one manifest, or every manifest under an output folder."""
+    from tasks.credentials import refuse_credentials
     from tasks.manifest import MANIFEST_COLUMNS, manifest_dir, read_manifest
     from tasks.storage import full_uri, list_files, open_fs
     from tasks.summary import summarize
 
     target = args.path
-    fs, path = open_fs(target, _pairs(args.storage_option, "--storage-option"))
+    options = _pairs(args.storage_option, "--storage-option")
+    try:
+        refuse_credentials(options)
+    except ValueError as exc:
+        print(f"restora: error: --storage-option {exc}", file=sys.stderr)
+        return 2
+    fs, path = open_fs(target, options)
     if path.endswith(".parquet"):
         uris = [target]
     else:

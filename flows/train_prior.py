@@ -39,6 +39,7 @@ from prefect.artifacts import (
 from restora_core.storage import write_uri_atomic
 from restora_core.training import SHIPPED_RECIPES, TrainConfig, image_grid, train
 from restora_core.training.sampling import grid_png
+from tasks.credentials import refuse_credentials
 
 
 def resolve_config(config: dict[str, Any] | None, recipe: str | None,
@@ -309,8 +310,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     problem = missing_data_message(cfg, recipe) if cfg.data else "--data: no training set given " \
         "(pass --data or --recipe)"
-    if problem and is_recipe_set(cfg, recipe):
-        problem = build_recipe_set(cfg, recipe)
+    try:
+        # The config is the flow's parameter and the command goes into the model card.
+        refuse_credentials(cfg.storage_options)
+    except ValueError as exc:
+        problem = f"storage_options {exc}"
+    else:
+        if problem and is_recipe_set(cfg, recipe):
+            problem = build_recipe_set(cfg, recipe)
     if problem:
         print(f"restora: error: {problem}", file=sys.stderr)
         return 2

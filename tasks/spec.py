@@ -21,6 +21,7 @@ from pydantic import (
 from restora_core.choices import ESTIMATES, Precision
 from restora_core.degradations import TASKS, get_task
 
+from .credentials import refuse_credentials
 from .readers import reader_names
 
 Task = Literal[TASKS]  # the degradation registry's tasks (`restora tasks`)
@@ -49,7 +50,8 @@ class JobSpecError(ValueError):
 class JobSpec(BaseModel):
     """Everything a restoration run needs; validated once at the edge (CLI, deployment, test)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a refused credential must not come back inside the error's text.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     input_uri: str = Field(description="folder/prefix of images, or of Parquet shards (fsspec URI)")
     output_uri: str = Field(description="folder/prefix for images/, manifests/, plan/, summary.json")
@@ -102,7 +104,9 @@ class JobSpec(BaseModel):
     id_column: str = "id"
     image_column: str = "image"
     mask_column: str = "mask"
-    storage_options: dict[str, Any] = Field(default_factory=dict)
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec options (endpoint_url, anon, profile...); "
+        "never credentials, which come from the environment (docs/security.md)")
 
     @field_validator("input_uri", "output_uri")
     @classmethod
@@ -133,6 +137,13 @@ class JobSpec(BaseModel):
     def _task_params(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         if info.data.get("task") in TASKS:  # an unknown task is reported on its own
             get_task(info.data["task"]).make_params(value)
+        return value
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_credentials(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # The spec is the flow's parameter: Prefect stores and shows it, so no secret may ride in it.
+        refuse_credentials(value)
         return value
 
     @model_validator(mode="after")

@@ -26,7 +26,7 @@ def output(request, tmp_path):
     import s3fs
 
     endpoint = request.getfixturevalue("s3_endpoint")
-    options = {"key": "testing", "secret": "testing", "endpoint_url": endpoint}
+    options = {"endpoint_url": endpoint}
     bucket = f"lease-{uuid.uuid4().hex[:12]}"
     call_with_retry(lambda: s3fs.S3FileSystem(**options).mkdir(bucket),
                     what=f"create bucket {bucket} on moto")

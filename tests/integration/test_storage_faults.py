@@ -46,7 +46,7 @@ def make_bucket(endpoint: str, bucket: str, n_images: int):
 def proxied(endpoint: str, **kwargs) -> Iterator[tuple[FaultProxy, dict]]:
     """A fault proxy in front of ``endpoint`` and the storage options that go through it."""
     with FaultProxy(endpoint, **kwargs) as proxy:
-        yield proxy, {"key": "testing", "secret": "testing", "endpoint_url": proxy.url}
+        yield proxy, {"endpoint_url": proxy.url}
 
 
 def job(bucket: str, options: dict, tiny_prior: str, shard_size: int) -> JobSpec:
