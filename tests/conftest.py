@@ -1,6 +1,11 @@
-"""Command-line options shared by the test folders."""
+"""Command-line options and environment shared by the test folders."""
 
 from __future__ import annotations
+
+import os
+
+# Tests read outputs back with `datasets`: never let it look anything up on the Hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def pytest_addoption(parser):

@@ -7,8 +7,6 @@ import io
 import json
 import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before datasets is imported: no Hub look-ups
-
 import datasets
 import numpy as np
 import pyarrow.parquet as pq
