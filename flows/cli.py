@@ -63,7 +63,7 @@ def _pairs(items: list[str] | None, flag: str) -> dict[str, Any]:
 _SPEC_ARGS: dict[str, tuple[str, str | None, str]] = {
     "input": ("input_uri", "URI", "folder/prefix of images, or of Parquet shards (any fsspec URI)"),
     "output": ("output_uri", "URI",
-               "output folder/prefix: images/, manifests/, plan/, summary.json"),
+               "output folder/prefix: images/ or data/, manifests/, plan/, summary.json"),
     "masks": ("masks_uri", "URI", ("prefix of masks with the images' relative paths "
                                   "(pixel 0 = missing, non-zero = known); task inpaint only")),
     "input_format": ("input_format", None, "how to read --input"),

@@ -43,7 +43,8 @@ class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     input_uri: str = Field(description="folder/prefix of images, or of Parquet shards (fsspec URI)")
-    output_uri: str = Field(description="folder/prefix for images/, manifests/, plan/, summary.json")
+    output_uri: str = Field(description="folder/prefix for images/ or data/, manifests/, "
+                            "plan/, summary.json")
     masks_uri: str | None = Field(None, description="prefix of masks with the images' relative paths")
     input_format: str = Field("auto", description="auto, or a format registered in tasks.readers")
     output_format: str = Field("auto", description="auto (the input's format), or a format "
