@@ -77,16 +77,18 @@ def _pairs(items: list[str] | None, flag: str) -> dict[str, Any]:
 
 
 # flag dest -> (JobSpec field, metavar, help). The type, the default and the allowed values come
-# from JobSpec, the method registry (restora_core.METHODS) and the input readers
-# (tasks.readers), never typed again here.
+# from JobSpec, the method registry (restora_core.METHODS), the input readers (tasks.readers)
+# and the output writers (tasks.writers), never typed again here.
 _SPEC_ARGS: dict[str, tuple[str, str | None, str]] = {
     "input": ("input_uri", "URI", "folder/prefix of images, or of Parquet shards (any fsspec URI)"),
     "output": ("output_uri", "URI",
-               "output folder/prefix: images/, manifests/, plan/, summary.json"),
+               "output folder/prefix: images/ or data/, manifests/, plan/, summary.json"),
     "masks": ("masks_uri", "URI", ("prefix of masks with the images' relative paths "
                                   "(pixel 0 = missing, non-zero = known); tasks that take a mask "
                                   "only (`restora tasks`)")),
     "input_format": ("input_format", None, "how to read --input"),
+    "output_format": ("output_format", None, ("how to write the restored images (auto: as "
+                                             "the input is stored; docs/outputs.md)")),
     "task": ("task", None, ("degradation to undo (`restora tasks` lists each task's --param, "
                            "input size and side input)")),
     "method": ("method", None, "restoration method (`restora methods` lists their parameters)"),
@@ -134,6 +136,7 @@ def _flag_settings(field: str) -> dict[str, Any]:
     from restora_core import METHODS
     from tasks.readers import reader_names
     from tasks.spec import JobSpec, field_choices
+    from tasks.writers import writer_names
 
     info = JobSpec.model_fields[field]
     kind = info.annotation
@@ -144,6 +147,8 @@ def _flag_settings(field: str) -> dict[str, Any]:
         out["choices"] = list(METHODS)
     elif field == "input_format":
         out["choices"] = ["auto", *reader_names()]
+    elif field == "output_format":
+        out["choices"] = ["auto", *writer_names()]
     elif typing.get_origin(kind) is typing.Literal:
         out["choices"] = field_choices(field)
     default = None if info.is_required() else info.get_default(call_default_factory=True)

@@ -46,6 +46,7 @@ from tasks.spec import JobSpec, JobSpecError, RunInfo
 from tasks.storage import join, list_files, open_fs, write_atomic
 from tasks.summary import SUMMARY_COLUMNS, SummaryAccumulator, markdown_summary
 from tasks.validate import validate_job
+from tasks.writers import get_writer, read_output, resolve_output_format, side_relpath
 
 from .ray_runtime import ray_connection
 
@@ -254,8 +255,7 @@ def _preview_png(plan: Plan, spec: JobSpec) -> bytes | None:
 
 
 def _png_tile(spec: JobSpec, uri: str, scale_16bit: bool = False) -> np.ndarray:
-    fs, path = open_fs(uri, spec.storage_options)
-    img = Image.open(io.BytesIO(fs.cat_file(path)))
+    img = Image.open(io.BytesIO(read_output(uri, spec.storage_options)))
     if scale_16bit:  # an uncertainty map: stretch to its own maximum so it is visible
         arr = np.asarray(img, dtype=np.float64)
         img = Image.fromarray((255 * arr / max(arr.max(), 1.0)).astype(np.uint8))
@@ -266,8 +266,8 @@ def _uncertain_grid_png(spec: JobSpec, rows: list[dict[str, Any]]) -> bytes | No
     """Per row, the restored image (left) beside its uncertainty map (right, own scale)."""
     pairs = []
     for row in rows:
-        if row.get("output_uri"):
-            rel = posixpath.relpath(row["output_uri"], join(spec.output_uri, "images"))
+        rel = side_relpath(row.get("output_uri") or "", spec.output_uri)
+        if rel:
             pairs.append([_png_tile(spec, row["output_uri"]),
                           _png_tile(spec, join(spec.output_uri, "uncertainty", rel),
                                     scale_16bit=True)])
@@ -346,6 +346,7 @@ def _restore_dataset(spec: JobSpec, info: RunInfo, lease: OutputLease, retry_fai
                     "unreadable manifest(s) to damaged/", removed["manifests"], removed["files"],
                     removed["damaged"])
     plan, reused = load_or_make_plan(spec, replan=overwrite)
+    info = info.writing(spec, resolve_output_format(spec.output_format, plan.input_format))
     if plan.input_format == "images" and get_task(spec.task).side_input == "mask" \
             and not spec.masks_uri:
         raise JobSpecError(f"masks_uri: task '{spec.task}' on an image folder needs masks_uri")
@@ -378,11 +379,16 @@ def _restore_dataset(spec: JobSpec, info: RunInfo, lease: OutputLease, retry_fai
         publisher.publish(force=True)
     wall = time.time() - started
     summary = build_summary(plan, spec, info, fold)
+    writer = get_writer(info.output_format)
+    writer.finish(spec.output_uri, [manifest_uri(spec.output_uri, s.shard_id) for s in plan.shards],
+                  spec.storage_options)
     processed = sum(r["processed"] for r in results)
     summary.update({
         "flow_run_id": str(flow_run.get_id() or ""), "config_hash": info.config_hash,
         "model_id": info.model_id, "output_uri": spec.output_uri,
-        "images_dir": join(spec.output_uri, "images"), "manifests_dir": manifest_dir(spec.output_uri),
+        "output_format": info.output_format,
+        "images_dir": join(spec.output_uri, writer.folder),
+        "manifests_dir": manifest_dir(spec.output_uri),
         "summary_uri": summary_uri(spec.output_uri), "seconds": round(wall, 3),
         "processed_this_run": processed,
         "throughput_images_per_s": round(processed / wall, 3) if processed else 0.0,

@@ -20,6 +20,9 @@ _TS = pa.timestamp("us", tz="UTC")
 # output_uri, sampler settings or metrics; psnr/ssim/psnr_hole/lpips only exist when inputs are
 # clean references; uncertainty_* only with samples > 1, flag only with an uncertainty threshold).
 # steps, corrections, nfe and method_params are what the sampler ran with.
+# output_uri names the restored image in the run's output format (tasks.writers, docs/outputs.md):
+# <out>/images/<relpath> for image files; <out>/data/<shard file>#<member> for the one-file
+# formats, member being the tar member (key.png) or the Parquet row's image.path.
 MANIFEST_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),
     pa.field("source_uri", pa.string(), nullable=False),

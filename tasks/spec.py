@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pydantic import (
@@ -23,6 +23,7 @@ from restora_core.degradations import TASKS, get_task
 
 from .credentials import refuse_credentials
 from .readers import reader_names
+from .writers import LEGACY_FORMAT, writer_names
 
 Task = Literal[TASKS]  # the degradation registry's tasks (`restora tasks`)
 Estimate = Literal[ESTIMATES]
@@ -54,9 +55,12 @@ class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     input_uri: str = Field(description="folder/prefix of images, or of Parquet shards (fsspec URI)")
-    output_uri: str = Field(description="folder/prefix for images/, manifests/, plan/, summary.json")
+    output_uri: str = Field(description="folder/prefix for images/ or data/, manifests/, "
+                            "plan/, summary.json")
     masks_uri: str | None = Field(None, description="prefix of masks with the images' relative paths")
     input_format: str = Field("auto", description="auto, or a format registered in tasks.readers")
+    output_format: str = Field("auto", description="auto (the input's format), or a format "
+                               "registered in tasks.writers")
     task: Task = "inpaint"
     task_params: dict[str, Any] = Field(
         default_factory=dict, description="the task's parameters (see `restora tasks`); unset "
@@ -121,6 +125,14 @@ class JobSpec(BaseModel):
         if value != "auto" and value not in reader_names():
             raise ValueError(f"unknown input format '{value}'; expected auto or one of "
                              f"{', '.join(reader_names())}")
+        return value
+
+    @field_validator("output_format")
+    @classmethod
+    def _known_output_format(cls, value: str) -> str:
+        if value != "auto" and value not in writer_names():
+            raise ValueError(f"unknown output format '{value}'; expected auto or one of "
+                             f"{', '.join(writer_names())}")
         return value
 
     @field_validator("task_params", "method_params")
@@ -206,13 +218,18 @@ class JobSpec(BaseModel):
         """Whether inputs are clean references the restored images are scored against."""
         return self.inputs == "clean"
 
-    def config_hash(self, model_id: str, device: str, precision: str) -> str:
+    def config_hash(self, model_id: str, device: str, precision: str,
+                    output_format: str = LEGACY_FORMAT) -> str:
         """sha256 (16 hex) of the fields that change results, the prior's weights hash, the
         device kind the actors run on (cpu/cuda) and the precision ``auto`` resolved to there:
-        a CPU rerun of a GPU job (fp32 vs bf16 pixels) must not take the GPU's shards as done."""
+        a CPU rerun of a GPU job (fp32 vs bf16 pixels) must not take the GPU's shards as done.
+        The output format enters as resolved (it changes every row's output_uri), and only away
+        from image files, the layout of every run before formats existed."""
         payload: dict[str, Any] = {name: getattr(self, name) for name in _HASHED_FIELDS}
         payload.update(method_params=self.resolved_params, model_id=model_id, device=device,
                        precision=precision, task_params=self.resolved_task_params)
+        if output_format != LEGACY_FORMAT:
+            payload["output_format"] = output_format
         if self.samples > 1:
             payload.update({name: getattr(self, name) for name in _SAMPLING_FIELDS})
         payload.update({name: getattr(self, name) for name in _HASHED_IF_CHANGED
@@ -252,6 +269,13 @@ class RunInfo:
     # The output lease generation this run holds (tasks.lease); image writes and the shard's
     # commit stop when a newer one exists. None outside a flow run (no lease to check).
     lease_generation: int | None = None
+    # The output format as resolved for the run's input (tasks.writers.resolve_output_format).
+    output_format: str = LEGACY_FORMAT
+
+    def writing(self, spec: JobSpec, output_format: str) -> RunInfo:
+        """This RunInfo for a run that writes ``output_format`` (its config hash follows)."""
+        return replace(self, output_format=output_format, config_hash=spec.config_hash(
+            self.model_id, self.device, self.precision, output_format))
 
     @property
     def prior_size(self) -> tuple[int, int]:

@@ -1,4 +1,5 @@
-"""Command-line options shared by the test folders, and this test run's Ray token."""
+"""Command-line options and environment shared by the test folders, and this test run's Ray
+token."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"
     _TOKEN_FILE.write_text(secrets.token_hex(32))
     _TOKEN_FILE.chmod(0o600)
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(_TOKEN_FILE)
+
+# Tests read outputs back with `datasets`: never let it look anything up on the Hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def pytest_addoption(parser):

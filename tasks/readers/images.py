@@ -80,6 +80,6 @@ class ImageFolderReader:
                 row.error = exc
             yield row
 
-    def output_relpath(self, row_id: str, shard_id: str) -> str:
+    def output_relpath(self, row_id: str, shard_name: str) -> str:
         """The input's own relative layout."""
         return f"{row_id}.png"

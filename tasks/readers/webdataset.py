@@ -149,11 +149,12 @@ class WebDatasetReader:
         with ThreadPoolExecutor(max_workers=_INDEX_THREADS) as pool:
             listed = list(pool.map(lambda t: tar_items(fs, t[0], prefix=t[1][: -len(".tar")]), tars))
         shards = []
-        for index, ((path, _), items) in enumerate(zip(tars, listed)):
+        for index, ((path, rel), items) in enumerate(zip(tars, listed)):
             shard_id = f"shard-{index:05d}"
             shards.append((ShardPlan(shard_id, self.name, len(items),
                                      items_uri=join(spec.output_uri, "plan", f"{shard_id}.json"),
-                                     file_uri=full_uri(fs, path)), items))
+                                     file_uri=full_uri(fs, path), name=rel[: -len(".tar")]),
+                           items))
         return shards
 
     def requests(self, shard: ShardPlan, spec: JobSpec,
@@ -196,7 +197,7 @@ class WebDatasetReader:
                 row.error = exc
             yield row
 
-    def output_relpath(self, row_id: str, shard_id: str) -> str:
+    def output_relpath(self, row_id: str, shard_name: str) -> str:
         """``<tar path>/<key>.png``: the ids already name their tar."""
         return f"{row_id}.png"
 

@@ -77,7 +77,7 @@ def assert_output_whole(fs, bucket: str, ids: list[str]) -> pa.Table:
             pq.read_table(io.BytesIO(data))
         elif path.endswith(".json"):
             json.loads(data)
-    images = [p for p in objects if "/out/images/" in p]
+    images = [p for p in objects if "/out/images/" in p and p.endswith(".png")]
     ok = [u for u, s in zip(rows["output_uri"].to_pylist(), rows["status"].to_pylist())
           if s == "ok"]
     assert sorted(images) == sorted(u.removeprefix("s3://") for u in ok)
