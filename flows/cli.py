@@ -67,8 +67,8 @@ _SPEC_ARGS: dict[str, tuple[str, str | None, str]] = {
     "masks": ("masks_uri", "URI", ("prefix of masks with the images' relative paths "
                                   "(pixel 0 = missing, non-zero = known); task inpaint only")),
     "input_format": ("input_format", None, "how to read --input"),
-    "task": ("task", None, ("degradation to undo (inpaint takes --masks; README lists each "
-                           "task's --param)")),
+    "task": ("task", None, ("degradation to undo (inpaint takes --masks; docs/tasks.md lists "
+                           "each task's --param)")),
     "method": ("method", None, "restoration method (`restora methods` lists their parameters)"),
     "steps": ("steps", "N", ("shorthand for --method-param steps=N (default: the method's "
                             "published setting for the task)")),
@@ -358,7 +358,7 @@ _EXAMPLES = """examples (after `make demo`, from the repository root):
   restora restore --input demo_out/input/images --output out/restored --task box --prior digits32
   restora train --recipe digits32 --max-steps 20 --output out/p.safetensors
 
-`restora COMMAND --help` lists each command's flags; README.md has the details."""
+`restora COMMAND --help` lists each command's flags; README.md and docs/ have the details."""
 
 
 def package_version() -> str:
