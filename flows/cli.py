@@ -444,7 +444,7 @@ _EXAMPLES = """examples (after `make demo`, from the repository root):
   restora restore --input demo_out/input/images --output out/restored --task box --prior digits32
   restora train --recipe digits32 --max-steps 20 --output out/p.safetensors
 
-`restora COMMAND --help` lists each command's flags; README.md has the details."""
+`restora COMMAND --help` lists each command's flags; README.md and docs/ have the details."""
 
 
 def package_version() -> str:

@@ -66,7 +66,7 @@ _FLOAT_COLUMNS = ("known_fraction", "consistency", "psnr", "ssim", "psnr_hole", 
 META_CONFIG_HASH = b"restora.config_hash"
 META_SHARD_ID = b"restora.shard_id"
 META_SCHEMA_VERSION = b"restora.schema_version"
-# Version of MANIFEST_SCHEMA, stored in each file's metadata (README, "Manifest schema").
+# Version of MANIFEST_SCHEMA, stored in each file's metadata (docs/manifest.md, "Manifest schema").
 #   1 (no key): steps, corrections (and method_params, when present) copied from the job spec.
 #   2: steps, corrections, method_params and nfe as the sampler ran them (null on error rows).
 #   3: samples, uncertainty_mean, uncertainty_p95 and flag (several samples per image).
