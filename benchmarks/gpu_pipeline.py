@@ -3,7 +3,7 @@
 A folder of generated PNGs goes through what one shard does with one actor (``tasks.shard``):
 read+decode (``load_batch``) on I/O threads, the ``RestoreWorker`` with ``ACTOR_CONCURRENCY``
 calls at once (Ray's ``max_concurrency``), encode+write (``write_batch``) on I/O threads, at most
-``MAX_INFLIGHT`` batches in flight. It is compared with ``restore()`` in a loop over the same,
+``max_inflight_batches`` in flight. It is compared with ``restore()`` in a loop over the same,
 already decoded images on the same device at the same settings. Needs no Ray, Prefect or pydantic.
 """
 
@@ -23,8 +23,6 @@ from restora_core import load_prior, restore
 from restora_core.observations import make_observation
 from restora_core.priors import save_prior
 from restora_core.runtime import RuntimeConfig, describe
-
-MAX_INFLIGHT = 4  # the JobSpec default max_inflight_batches
 
 
 def write_images(folder: Path, count: int, res: int, seed: int = 0) -> list[Path]:
@@ -80,7 +78,7 @@ def measure_pipeline(net: torch.nn.Module, arch: dict[str, Any], tmp: Path, *,
     start after ``deadline_s`` seconds.
     """
     from tasks.batch_io import load_batch, write_batch
-    from tasks.worker import ACTOR_CONCURRENCY, RestoreWorker
+    from tasks.worker import ACTOR_CONCURRENCY, RestoreWorker, worker_kwargs
 
     started = time.perf_counter()
 
@@ -95,7 +93,8 @@ def measure_pipeline(net: torch.nn.Module, arch: dict[str, Any], tmp: Path, *,
     paths = write_images(tmp / "pipeline_in", images + batch, res)
     data = {"input_uri": str(tmp / "pipeline_in"), "output_uri": str(tmp / "pipeline_out"),
             "task": "box", "inputs": "observed", "method": "restora_flow", "steps": steps,
-            "corrections": 1, "seed": 0, "prior": str(prior_path), "batch_size": batch,
+            "corrections": 1, "seed": 0, "prior": str(prior_path), "read_batch": batch,
+            "network_batch": batch,
             "precision": "auto"}
     spec, info = _spec_and_info(data, model_id, res, device.type)
     requests = [{"kind": "images", "shard_id": "bench",
@@ -104,14 +103,15 @@ def measure_pipeline(net: torch.nn.Module, arch: dict[str, Any], tmp: Path, *,
     warm, timed = requests[0], requests[1:]
 
     check("worker")
-    worker = RestoreWorker(spec, info)
+    worker = RestoreWorker(**worker_kwargs(spec, info))
     with ThreadPoolExecutor(2) as loaders, ThreadPoolExecutor(ACTOR_CONCURRENCY) as actor, \
-            ThreadPoolExecutor(2) as writers, ThreadPoolExecutor(MAX_INFLIGHT) as chains:
+            ThreadPoolExecutor(2) as writers, ThreadPoolExecutor(spec.max_inflight_batches) as chains:
 
         def chain(request: dict) -> dict:
-            loaded = loaders.submit(load_batch, request, spec, info).result()
+            loaded = loaders.submit(load_batch, request, spec.input, spec.restoration,
+                                    info).result()
             restored = actor.submit(worker, loaded).result()
-            return writers.submit(write_batch, restored, spec, info).result()
+            return writers.submit(write_batch, restored, spec.output, info).result()
 
         chain(warm)
         check("pipeline pass")
@@ -152,4 +152,4 @@ def measure_pipeline(net: torch.nn.Module, arch: dict[str, Any], tmp: Path, *,
             "restore_loop_images_per_s": round(loop_rate, 2),
             "ratio": round(pipe_rate / loop_rate, 3), "goal": ">= 0.9",
             "met": bool(pipe_rate / loop_rate >= 0.9),
-            "worker_calls_at_once": ACTOR_CONCURRENCY, "max_inflight": MAX_INFLIGHT}
+            "worker_calls_at_once": ACTOR_CONCURRENCY, "max_inflight": spec.max_inflight_batches}

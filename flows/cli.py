@@ -105,7 +105,12 @@ _SPEC_ARGS: dict[str, tuple[str, str | None, str]] = {
                                          "prior's")),
     "inputs": ("inputs", None, ("observed: already degraded; clean: degrade them and score "
                                "(psnr, ssim, psnr_hole, lpips)")),
-    "batch_size": ("batch_size", "N", "images per network batch"),
+    "read_batch": ("read_batch", "N", ("images per read request (one read task and one write "
+                                      "task each)")),
+    "network_batch": ("network_batch", "N", ("rows per network pass; with --samples K an image "
+                                             "is K rows; changes no pixel")),
+    "batch_size": ("batch_size", "N", ("DEPRECATED: sets both --read-batch and --network-batch "
+                                       "(either flag, given too, wins for its own)")),
     "shard_size": ("shard_size", "N", "images per shard for image folders (the unit of resume)"),
     "num_actors": ("num_actors", "N", "Ray actors, each holding the prior once"),
     "cpus_per_actor": ("cpus_per_actor", "CPUS", "CPUs each actor reserves"),
@@ -218,6 +223,9 @@ def spec_from_args(args: argparse.Namespace):
     from tasks.spec import parse_spec
 
     data: dict[str, Any] = _load_spec_file(args.spec) if args.spec else {}
+    if getattr(args, "batch_size", None) is not None:  # the flag wins over the file's sizes
+        data.pop("read_batch", None)
+        data.pop("network_batch", None)
     for dest, field in _SPEC_FLAGS.items():
         value = getattr(args, dest, None)
         if value is not None:

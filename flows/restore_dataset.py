@@ -46,6 +46,7 @@ from tasks.spec import JobSpec, JobSpecError, RunInfo
 from tasks.storage import join, list_files, open_fs, write_atomic
 from tasks.summary import SUMMARY_COLUMNS, SummaryAccumulator, markdown_summary
 from tasks.validate import validate_job
+from tasks.worker import worker_kwargs
 from tasks.writers import get_writer, read_output, resolve_output_format, side_relpath
 
 from .ray_runtime import ray_connection
@@ -319,7 +320,7 @@ def restore_dataset(spec: JobSpec, retry_failed: bool = False, overwrite: bool =
     # Ray first: the cluster decides the actors' device, which is part of the config hash that
     # tells committed shards from shards to run.
     with ray_connection(ray_address):
-        info = validate_job(spec, device=actor_device(spec))
+        info = validate_job(spec, device=actor_device(spec.runtime))
         lease = OutputLease(spec.output_uri, spec.storage_options,
                             run_id=str(flow_run.get_id() or "") or None)
         try:
@@ -345,12 +346,12 @@ def _restore_dataset(spec: JobSpec, info: RunInfo, lease: OutputLease, retry_fai
         logger.info("overwrite: removed %d manifest(s) and the %d image(s) they listed; moved %d "
                     "unreadable manifest(s) to damaged/", removed["manifests"], removed["files"],
                     removed["damaged"])
-    plan, reused = load_or_make_plan(spec, replan=overwrite)
+    plan, reused = load_or_make_plan(spec.input, spec.output, replan=overwrite)
     info = info.writing(spec, resolve_output_format(spec.output_format, plan.input_format))
     if plan.input_format == "images" and get_task(spec.task).side_input == "mask" \
             and not spec.masks_uri:
         raise JobSpecError(f"masks_uri: task '{spec.task}' on an image folder needs masks_uri")
-    check_first_images(plan, spec, info)
+    check_first_images(plan, spec.input, spec.restoration, info)
     if lease.took_over is not None:
         logger.warning(describe_takeover(lease.took_over, shards_without_manifest(plan, spec)))
     fold = SummaryFold(spec.samples)
@@ -368,7 +369,7 @@ def _restore_dataset(spec: JobSpec, info: RunInfo, lease: OutputLease, retry_fai
     publisher = _ProgressPublisher(progress, progress_id, logger)
     if work:
         with ray_connection(ray_address):
-            pool = ActorPool(spec, info)
+            pool = ActorPool(spec.runtime, worker_kwargs(spec, info))
             try:
                 pool.wait_ready()
                 progress.restart_clock()
@@ -380,8 +381,7 @@ def _restore_dataset(spec: JobSpec, info: RunInfo, lease: OutputLease, retry_fai
     wall = time.time() - started
     summary = build_summary(plan, spec, info, fold)
     writer = get_writer(info.output_format)
-    writer.finish(spec.output_uri, [manifest_uri(spec.output_uri, s.shard_id) for s in plan.shards],
-                  spec.storage_options)
+    writer.finish(spec.output, [manifest_uri(spec.output_uri, s.shard_id) for s in plan.shards])
     processed = sum(r["processed"] for r in results)
     summary.update({
         "flow_run_id": str(flow_run.get_id() or ""), "config_hash": info.config_hash,

@@ -55,14 +55,14 @@ from .storage import open_fs, write_atomic
 from .writers import get_writer, side_relpath
 
 if TYPE_CHECKING:  # annotations only: reading and writing batches needs no pydantic
-    from .spec import JobSpec, RunInfo
+    from .spec import InputSpec, OutputSpec, RestorationSpec, RunInfo
 
 ROW_COLUMNS = ("id", "source_uri", "mask_uri", "status", "error", "task_params", "seed",
                "width", "height", "start_time")
 
 
-def _decode_row(row: SourceRow, params: dict[str, Any], spec: JobSpec,
-                info: RunInfo) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
+def _decode_row(row: SourceRow, params: dict[str, Any], source: InputSpec,
+                restoration: RestorationSpec, info: RunInfo) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
     """Decode a row's image (and mask when the task takes one); errors name the row's member if
     it has one. Task parameters that are unknown, malformed or do not fit the prior are a
     ``bad-params`` error of the row."""
@@ -70,21 +70,21 @@ def _decode_row(row: SourceRow, params: dict[str, Any], spec: JobSpec,
         raise row.error
     try:
         try:
-            size = info.input_size(spec, params)
+            size = info.input_size(restoration, params)
         except ValueError as exc:
             raise ImageError("bad-params", f"task_params: {exc}") from None
         if row.image is None:
             raise ImageError("unreadable", "the row holds no image")
         image, geo = decode_image(
             row.image, channels=info.channels, resolution=size,
-            size_policy=spec.size_policy, max_pixels=spec.max_pixels,
-            size_message=lambda w, h: size_message(spec, info, params, w, h))
+            size_policy=restoration.size_policy, max_pixels=source.max_pixels,
+            size_message=lambda w, h: size_message(restoration, info, params, w, h))
         mask = None
-        if get_task(spec.task).side_input == "mask":
+        if get_task(restoration.task).side_input == "mask":
             if row.mask is None:
-                raise ImageError("mask-missing", f"task '{spec.task}' needs a mask for this image"
-                                 + ("" if row.has_mask_ref else " and none was found"))
-            mask = decode_mask(row.mask, geo, max_pixels=spec.max_pixels)
+                raise ImageError("mask-missing", f"task '{restoration.task}' needs a mask for "
+                                 "this image" + ("" if row.has_mask_ref else " and none was found"))
+            mask = decode_mask(row.mask, geo, max_pixels=source.max_pixels)
     except ImageError as exc:
         if row.where is None:
             raise
@@ -92,11 +92,13 @@ def _decode_row(row: SourceRow, params: dict[str, Any], spec: JobSpec,
     return image, mask, (geo.width, geo.height)
 
 
-def load_batch(request: dict[str, Any], spec: JobSpec, info: RunInfo) -> dict[str, np.ndarray]:
-    """Read (through the request's reader) and decode one batch request."""
+def load_batch(request: dict[str, Any], source: InputSpec, restoration: RestorationSpec,
+               info: RunInfo) -> dict[str, np.ndarray]:
+    """Read one batch request through its reader (``source``), and decode it as the task
+    takes it (``restoration``: the size policy, the task's input size and side input, the seed)."""
     reader = get_reader(request["kind"])
     out: dict[str, list[Any]] = {k: [] for k in (*ROW_COLUMNS, "relpath", "preview", "image", "mask")}
-    rows = iter(reader.read(request, spec))
+    rows = iter(reader.read(request, source))
     while True:
         start = time.time()
         row = next(rows, None)
@@ -104,12 +106,12 @@ def load_batch(request: dict[str, Any], spec: JobSpec, info: RunInfo) -> dict[st
             break
         image = mask = relpath = None
         width = height = None
-        status, error, params = "ok", None, {**spec.task_params, **row.params}
+        status, error, params = "ok", None, {**restoration.task_params, **row.params}
         row_id = str(row.raw_id) if row.raw_id is not None else ""
         try:
             row_id = safe_id(row_id)
             relpath = reader.output_relpath(row_id, _shard_name(request))
-            image, mask, (width, height) = _decode_row(row, params, spec, info)
+            image, mask, (width, height) = _decode_row(row, params, source, restoration, info)
         except ImageError as exc:
             status, error = "error", str(exc)
         out["id"].append(row_id)
@@ -118,7 +120,7 @@ def load_batch(request: dict[str, Any], spec: JobSpec, info: RunInfo) -> dict[st
         out["status"].append(status)
         out["error"].append(error)
         out["task_params"].append(params_json(params))
-        out["seed"].append(image_seed(spec.seed, row_id))
+        out["seed"].append(image_seed(restoration.seed, row_id))
         out["width"].append(width)
         out["height"].append(height)
         out["start_time"].append(start)
@@ -148,28 +150,28 @@ def object_array(values: list[Any]) -> np.ndarray:
     return arr
 
 
-def write_batch(batch: dict[str, np.ndarray], spec: JobSpec, info: RunInfo) -> dict[str, list]:
+def write_batch(batch: dict[str, np.ndarray], output: OutputSpec, info: RunInfo) -> dict[str, list]:
     """Encode and store the restored images of a batch through the run's writer; return its
-    manifest columns plus ``png``: the bytes the shard's commit still has to write (one-file
-    formats), else None."""
-    ensure_still_held(spec.output_uri, spec.storage_options, info.lease_generation,
+    manifest columns (task, method and samples as the worker ran them) plus ``png``: the bytes
+    the shard's commit still has to write (one-file formats), else None."""
+    ensure_still_held(output.output_uri, output.storage_options, info.lease_generation,
                       f"the batch starting at {batch['id'][0]!r}" if len(batch["id"]) else "a batch")
-    fs, root = open_fs(spec.output_uri, spec.storage_options)
+    fs, root = open_fs(output.output_uri, output.storage_options)
     writer = get_writer(info.output_format)
     n = len(batch["id"])
     cols: dict[str, list[Any]] = {k: [] for k in (*MANIFEST_COLUMNS, "png")}
     for i in range(n):
-        status, error, output, kept = batch["status"][i], batch["error"][i], None, None
+        status, error, stored, kept = batch["status"][i], batch["error"][i], None, None
         if status == "ok":
             try:
                 png = encode_png(batch["restored"][i])
             except (ValueError, TypeError) as exc:
                 status, error = "error", f"encode-failed: {exc}"
             else:
-                output, kept = writer.put(fs, root, spec.output_uri, batch["shard_name"][i],
+                stored, kept = writer.put(fs, root, output.output_uri, batch["shard_name"][i],
                                           batch["relpath"][i], png)
-                rel = side_relpath(output, spec.output_uri)
-                if spec.save_inputs:
+                rel = side_relpath(stored, output.output_uri)
+                if output.save_inputs:
                     write_atomic(fs, posixpath.join(root, "inputs", rel), encode_png(batch["observed"][i]))
                     if batch["obs_mask"][i] is not None:
                         write_atomic(fs, posixpath.join(root, "masks", rel),
@@ -179,15 +181,15 @@ def write_batch(batch: dict[str, np.ndarray], spec: JobSpec, info: RunInfo) -> d
                                           batch["reference"][i])
                     write_atomic(fs, posixpath.join(root, preview_relpath(batch["shard_id"][i], i)),
                                  strip)
-                if spec.save_uncertainty and batch["uncertainty_map"][i] is not None:
+                if output.save_uncertainty and batch["uncertainty_map"][i] is not None:
                     write_atomic(fs, posixpath.join(root, "uncertainty", rel),
                                  encode_std_png(batch["uncertainty_map"][i]))
         end = time.time()
         row = {
             "id": batch["id"][i] or f"<invalid id #{i}>", "source_uri": batch["source_uri"][i],
-            "mask_uri": batch["mask_uri"][i], "output_uri": output, "status": status,
-            "error": error, "task": spec.task, "task_params": batch["task_params"][i],
-            "method": spec.method, "samples": spec.samples,
+            "mask_uri": batch["mask_uri"][i], "output_uri": stored, "status": status,
+            "error": error, "task": batch["task"][i], "task_params": batch["task_params"][i],
+            "method": batch["method"][i], "samples": int(batch["samples"][i]),
             "flag": batch["flag"][i] if status == "ok" else None, "seed": int(batch["seed"][i]),
             "model_id": info.model_id, "config_hash": info.config_hash,
             "width": batch["width"][i], "height": batch["height"][i],
@@ -206,16 +208,16 @@ def write_batch(batch: dict[str, np.ndarray], spec: JobSpec, info: RunInfo) -> d
     return cols
 
 
-def write_batch_parts(batch: dict[str, np.ndarray], spec: JobSpec,
+def write_batch_parts(batch: dict[str, np.ndarray], output: OutputSpec,
                       info: RunInfo) -> tuple[dict[str, list], list[bytes | None]]:
     """``write_batch`` as (manifest columns, PNGs for the commit): two Ray objects, so that the
     flow process fetches the columns and only passes the PNGs on to the commit."""
-    cols = write_batch(batch, spec, info)
+    cols = write_batch(batch, output, info)
     return cols, cols.pop("png")
 
 
 def commit_shard(shard_id: str, columns: list[dict[str, list]], redo_sources: list[str] | None,
-                 spec: JobSpec, info: RunInfo, *pngs: list[bytes | None],
+                 output: OutputSpec, info: RunInfo, *pngs: list[bytes | None],
                  shard_name: str | None = None) -> dict[str, int]:
     """Complete the shard through the run's writer (the one-file formats write the shard file),
     then write its manifest (merged with the kept rows of the old one for --retry-failed).
@@ -229,16 +231,16 @@ def commit_shard(shard_id: str, columns: list[dict[str, list]], redo_sources: li
     table = rows_to_table(merged)
     restored = _pngs_by_uri(merged["output_uri"],
                             _flatten(pngs) if pngs else merged.get("png", []))
-    uri = manifest_uri(spec.output_uri, shard_id)
-    ensure_still_held(spec.output_uri, spec.storage_options, info.lease_generation,
+    uri = manifest_uri(output.output_uri, shard_id)
+    ensure_still_held(output.output_uri, output.storage_options, info.lease_generation,
                       f"the manifest of {shard_id}")
     if redo_sources is not None:
-        old = read_manifest(uri, spec.storage_options)
+        old = read_manifest(uri, output.storage_options)
         keep = pc.invert(pc.is_in(old["source_uri"], value_set=table["source_uri"]))
         table = concat([old.filter(keep), table])
-    table = get_writer(info.output_format).commit(table, restored, shard_name or shard_id, spec)
+    table = get_writer(info.output_format).commit(table, restored, shard_name or shard_id, output)
     write_manifest(table, uri, shard_id=shard_id, config_hash=info.config_hash,
-                   storage_options=spec.storage_options)
+                   storage_options=output.storage_options)
     status = table["status"].to_pylist()
     return {"rows": len(status), "ok": status.count("ok"), "error": status.count("error")}
 

@@ -14,19 +14,20 @@ from typing import TYPE_CHECKING, Any
 from restora_core.degradations import get_task
 
 if TYPE_CHECKING:  # annotations only: the read stage needs no pydantic
-    from .spec import JobSpec, RunInfo
+    from .spec import RestorationSpec, RunInfo
 
 
-def input_size(spec: JobSpec, info: RunInfo, params: dict[str, Any] | None = None
-               ) -> tuple[int, int]:
+def input_size(restoration: RestorationSpec, info: RunInfo,
+               params: dict[str, Any] | None = None) -> tuple[int, int]:
     """(height, width) an input image must have (before any size policy) for this job."""
-    return info.input_size(spec, params)
+    return info.input_size(restoration, params)
 
 
-def fits(spec: JobSpec, info: RunInfo, params: dict[str, Any] | None, width: int,
+def fits(restoration: RestorationSpec, info: RunInfo, params: dict[str, Any] | None, width: int,
          height: int) -> bool:
     """Whether an image of ``width`` x ``height`` passes the job's size policy."""
-    return spec.size_policy != "error" or (height, width) == input_size(spec, info, params)
+    return (restoration.size_policy != "error"
+            or (height, width) == input_size(restoration, info, params))
 
 
 def _prior_name(prior: str) -> str:
@@ -34,16 +35,17 @@ def _prior_name(prior: str) -> str:
     return posixpath.basename(prior) if "/" in prior else prior
 
 
-def size_message(spec: JobSpec, info: RunInfo, params: dict[str, Any] | None, width: int,
-                 height: int) -> str:
+def size_message(restoration: RestorationSpec, info: RunInfo, params: dict[str, Any] | None,
+                 width: int, height: int) -> str:
     """Why a ``width`` x ``height`` image does not fit, with advice that keeps its pixels."""
-    h, w = input_size(spec, info, params)
-    prior = _prior_name(spec.prior)
+    h, w = input_size(restoration, info, params)
+    prior = _prior_name(restoration.prior)
     got = f"(got {width}x{height}; size_policy=error)"
     if (h, w) == info.prior_size:
         return (f"the input must be {w}x{h} for {prior} {got}; --size-policy resize or "
                 "center-crop maps other sizes onto it")
-    chosen = get_task(spec.task).resolved(spec.task_params if params is None else params)
+    chosen = get_task(restoration.task).resolved(
+        restoration.task_params if params is None else params)
     at = ", ".join(f"{k} {v}" for k, v in chosen.items())
     need = f"the input must be {w}x{h} for {prior} at {at} {got}"
     if width > w or height > h:

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from .decode import ImageError, image_size
 from .geometry import fits, size_message
 from .readers import InputFormatError, ShardPlan, detect_format, get_reader
-from .spec import JobSpec, JobSpecError, RunInfo
+from .spec import InputSpec, JobSpecError, OutputSpec, RestorationSpec, RunInfo
 from .storage import join, open_fs, write_atomic
 
 __all__ = ["Plan", "ShardPlan", "check_first_images", "load_or_make_plan", "load_plan",
@@ -62,59 +62,62 @@ def plan_uri(output_uri: str) -> str:
     return join(output_uri, "plan", "plan.json")
 
 
-def make_plan(spec: JobSpec) -> Plan:
+def make_plan(source: InputSpec, output: OutputSpec) -> Plan:
     """List the inputs, cut shards, and store the plan (and per-shard item lists) in the output."""
-    fs, root = open_fs(spec.input_uri, spec.storage_options)
+    fs, root = open_fs(source.input_uri, source.storage_options)
     if not fs.exists(root):
-        raise JobSpecError(f"input_uri: '{spec.input_uri}' does not exist")
-    fmt = detect_format(fs, root) if spec.input_format == "auto" else spec.input_format
-    plan = Plan(spec.input_uri, fmt, spec.masks_uri,
+        raise JobSpecError(f"input_uri: '{source.input_uri}' does not exist")
+    fmt = detect_format(fs, root) if source.input_format == "auto" else source.input_format
+    plan = Plan(source.input_uri, fmt, source.masks_uri,
                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    out_fs, _ = open_fs(spec.output_uri, spec.storage_options)
+    out_fs, _ = open_fs(output.output_uri, output.storage_options)
     try:
-        planned = get_reader(fmt).plan(spec, fs, root)
+        planned = get_reader(fmt).plan(source, fs, root, join(output.output_uri, "plan"))
     except InputFormatError as exc:
         raise JobSpecError(f"input_uri: {exc}") from None
     for shard, items in planned:
         if items is not None:
-            write_atomic(out_fs, open_fs(shard.items_uri, spec.storage_options)[1],
+            write_atomic(out_fs, open_fs(shard.items_uri, output.storage_options)[1],
                          json.dumps(items).encode())
         plan.shards.append(shard)
     if not plan.shards:
-        raise JobSpecError(f"input_uri: no {fmt} found under '{spec.input_uri}'")
-    _, path = open_fs(plan_uri(spec.output_uri), spec.storage_options)
+        raise JobSpecError(f"input_uri: no {fmt} found under '{source.input_uri}'")
+    _, path = open_fs(plan_uri(output.output_uri), output.storage_options)
     write_atomic(out_fs, path, plan.to_json().encode())
     return plan
 
 
-def load_plan(spec: JobSpec) -> Plan | None:
+def load_plan(output: OutputSpec) -> Plan | None:
     """The stored plan of this output, or None when there is none yet."""
-    fs, path = open_fs(plan_uri(spec.output_uri), spec.storage_options)
+    fs, path = open_fs(plan_uri(output.output_uri), output.storage_options)
     if not fs.exists(path):
         return None
     return Plan.from_json(fs.cat_file(path).decode())
 
 
-def load_or_make_plan(spec: JobSpec, *, replan: bool = False) -> tuple[Plan, bool]:
+def load_or_make_plan(source: InputSpec, output: OutputSpec, *,
+                      replan: bool = False) -> tuple[Plan, bool]:
     """(plan, reused): reuse the stored plan unless ``replan``; refuse one made for other inputs."""
     if not replan:
-        plan = load_plan(spec)
+        plan = load_plan(output)
         if plan is not None:
-            if (plan.input_uri, plan.masks_uri) != (spec.input_uri, spec.masks_uri):
+            if (plan.input_uri, plan.masks_uri) != (source.input_uri, source.masks_uri):
                 raise JobSpecError(
-                    f"output_uri: '{spec.output_uri}' holds a plan for input '{plan.input_uri}' "
-                    f"(masks {plan.masks_uri}); use another output or --overwrite")
+                    f"output_uri: '{output.output_uri}' holds a plan for input "
+                    f"'{plan.input_uri}' (masks {plan.masks_uri}); use another output or "
+                    "--overwrite")
             return plan, True
-    return make_plan(spec), False
+    return make_plan(source, output), False
 
 
-def check_first_images(plan: Plan, spec: JobSpec, info: RunInfo) -> None:
+def check_first_images(plan: Plan, source: InputSpec, restoration: RestorationSpec,
+                       info: RunInfo) -> None:
     """JobSpecError when none of the first ``PROBE_IMAGES`` readable images of the plan has a
     size the job accepts (their headers only): a mistake that hits every image, found before
     any actor starts. Unreadable images are left to their rows; any size passes resize/crop."""
-    if spec.size_policy != "error" or not plan.shards:
+    if restoration.size_policy != "error" or not plan.shards:
         return
-    probe = spec.model_copy(update={"batch_size": PROBE_IMAGES})
+    probe = source.model_copy(update={"read_batch": PROBE_IMAGES})
     shard = plan.shards[0]
     reader = get_reader(shard.kind)
     request = next(iter(reader.requests(shard, probe, None)), None)
@@ -123,14 +126,14 @@ def check_first_images(plan: Plan, spec: JobSpec, info: RunInfo) -> None:
         if row.error is not None or row.image is None:
             continue
         try:
-            width, height = image_size(row.image, max_pixels=spec.max_pixels)
+            width, height = image_size(row.image, max_pixels=source.max_pixels)
         except ImageError:
             continue
-        params = {**spec.task_params, **row.params}
-        if fits(spec, info, params, width, height):
+        params = {**restoration.task_params, **row.params}
+        if fits(restoration, info, params, width, height):
             return
-        refused.append((row.source_uri, size_message(spec, info, params, width, height)))
+        refused.append((row.source_uri, size_message(restoration, info, params, width, height)))
     if refused:
         first, why = refused[0]
         raise JobSpecError(f"input_uri: none of the first {len(refused)} image(s) of "
-                           f"'{spec.input_uri}' fits this job ('{first}': {why})")
+                           f"'{source.input_uri}' fits this job ('{first}': {why})")

@@ -19,7 +19,7 @@ from .batch_io import commit_shard, load_batch, write_batch_parts
 from .planning import ShardPlan
 from .pool import IO_TASK_CPUS, ActorPool
 from .readers import get_reader
-from .spec import JobSpec, RunInfo
+from .spec import InputSpec, JobSpec, RunInfo
 from .storage import is_transient_storage_error
 
 # Failures of the machinery (a node or actor lost), not of the data: resubmit the batch.
@@ -42,29 +42,30 @@ _write = ray.remote(write_batch_parts).options(**_io_options(), num_returns=2)
 _commit = ray.remote(commit_shard).options(**_io_options())
 
 
-def batch_requests(shard: ShardPlan, spec: JobSpec,
+def batch_requests(shard: ShardPlan, source: InputSpec,
                    redo_sources: list[str] | None = None) -> Iterator[dict[str, Any]]:
-    """The shard's batch requests, ``spec.batch_size`` items each (only ``redo_sources`` if given).
+    """The shard's read requests, ``source.read_batch`` items each (only ``redo_sources`` if
+    given).
 
     The first request is flagged ``preview``: its first ok rows also save a before/after strip.
     """
     wanted = None if redo_sources is None else set(redo_sources)
-    for index, request in enumerate(get_reader(shard.kind).requests(shard, spec, wanted)):
+    for index, request in enumerate(get_reader(shard.kind).requests(shard, source, wanted)):
         yield {**request, "preview": index == 0, "shard_name": shard.output_name}
 
 
 def _submit(request: dict[str, Any], spec: JobSpec, info: RunInfo,
             actor: Any) -> tuple[ray.ObjectRef, ray.ObjectRef]:
     """(manifest columns, PNGs for the commit) of one batch request."""
-    loaded = _load.remote(request, spec, info)
+    loaded = _load.remote(request, spec.input, spec.restoration, info)
     restored = actor.__call__.remote(loaded)
-    return tuple(_write.remote(restored, spec, info))
+    return tuple(_write.remote(restored, spec.output, info))
 
 
 def run_shard(shard: ShardPlan, spec: JobSpec, info: RunInfo, pool: ActorPool,
               redo_sources: list[str] | None = None,
               on_progress: Callable[[str, int], None] | None = None) -> dict[str, Any]:
-    """Restore one shard with at most ``spec.max_inflight_batches`` batches in flight; commit it.
+    """Restore one shard with at most ``max_inflight_batches`` batches in flight; commit it.
 
     ``on_progress(shard_id, images done so far)`` is called as each batch's results arrive.
     The commit gets the batches in request order, so a shard file's rows follow the source's.
@@ -94,8 +95,8 @@ def run_shard(shard: ShardPlan, spec: JobSpec, info: RunInfo, pool: ActorPool,
                 cols, pngs = _submit(request, spec, info, fresh)
                 inflight[cols] = (request, fresh, attempt + 1, index, pngs)
 
-    for index, request in enumerate(batch_requests(shard, spec, redo_sources)):
-        drain(spec.max_inflight_batches - 1)
+    for index, request in enumerate(batch_requests(shard, spec.input, redo_sources)):
+        drain(spec.runtime.max_inflight_batches - 1)
         actor = pool.pick()
         cols, pngs = _submit(request, spec, info, actor)
         inflight[cols] = (request, actor, 0, index, pngs)
@@ -103,7 +104,7 @@ def run_shard(shard: ShardPlan, spec: JobSpec, info: RunInfo, pool: ActorPool,
     ordered = [done_parts[i] for i in sorted(done_parts)]
     results = [part for part, _ in ordered]
     # Top-level ObjectRef arguments: Ray hands the commit their values, never this process.
-    counts = ray.get(_commit.remote(shard.shard_id, results, redo_sources, spec, info,
+    counts = ray.get(_commit.remote(shard.shard_id, results, redo_sources, spec.output, info,
                                     *(pngs for _, pngs in ordered),
                                     shard_name=shard.output_name))
     processed = sum(len(part["id"]) for part in results)

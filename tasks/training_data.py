@@ -28,7 +28,7 @@ from restora_core.training import TrainConfig
 from .decode import ImageError, decode_pixels
 from .planning import make_plan
 from .readers import get_reader
-from .spec import JobSpec, JobSpecError
+from .spec import InputSpec, JobSpecError, OutputSpec
 
 # Skipped images named in the model card (all of them are counted).
 SKIPPED_LISTED = 20
@@ -45,12 +45,12 @@ class DecodedImages:
     skipped: list[str] = field(default_factory=list)
 
 
-def _input_spec(data_uri: str, scratch: str, storage_options: dict[str, Any]) -> JobSpec:
-    # Readers take a job spec; only its input fields matter here. A mask-free task keeps the
-    # readers from looking for masks.
+def _parts(data_uri: str, scratch: str,
+           storage_options: dict[str, Any]) -> tuple[InputSpec, OutputSpec]:
+    # The readers take the input part; the plan's item lists go to a scratch output.
     try:
-        return JobSpec(input_uri=data_uri, output_uri=scratch, task="box",
-                       storage_options=storage_options)
+        return (InputSpec(input_uri=data_uri, storage_options=storage_options),
+                OutputSpec(output_uri=scratch))
     except ValueError as exc:
         raise JobSpecError(f"--data: {exc}") from None
 
@@ -59,14 +59,14 @@ def read_images(data_uri: str, channels: int, *, storage_options: dict[str, Any]
                 limit: int | None = None) -> DecodedImages:
     """Every image under ``data_uri`` (any reader format), decoded to (H, W, ``channels``) uint8."""
     with tempfile.TemporaryDirectory(prefix="restora-train-plan-") as scratch:
-        spec = _input_spec(data_uri, scratch, dict(storage_options or {}))
-        plan = make_plan(spec)
+        source, scratch_output = _parts(data_uri, scratch, dict(storage_options or {}))
+        plan = make_plan(source, scratch_output)
         reader = get_reader(plan.input_format)
         out = DecodedImages([], [], plan.input_format,
                             [{"shard": s.shard_id, "count": s.count} for s in plan.shards])
         for shard in plan.shards:
-            for request in reader.requests(shard, spec, None):
-                for row in reader.read(request, spec):
+            for request in reader.requests(shard, source, None):
+                for row in reader.read(request, source):
                     key = f"{row.source_uri}#{row.raw_id}" if row.where else str(row.source_uri)
                     try:
                         if row.error is not None:
@@ -74,7 +74,7 @@ def read_images(data_uri: str, channels: int, *, storage_options: dict[str, Any]
                         if row.image is None:
                             raise ImageError("unreadable", "the row holds no image")
                         pixels = decode_pixels(row.image, channels=channels,
-                                               max_pixels=spec.max_pixels)
+                                               max_pixels=source.max_pixels)
                     except ImageError as exc:
                         out.skipped.append(f"{row.where or key}: {exc}")
                         continue

@@ -34,7 +34,7 @@ from .batch_io import object_array
 from .manifest import params_json
 
 if TYPE_CHECKING:  # the worker only reads the spec: importing it needs no pydantic
-    from .spec import JobSpec, RunInfo
+    from .spec import JobSpec, RestorationSpec, RunInfo
 
 # Calls an actor runs at once (Ray max_concurrency, set in tasks.pool): one samples on the
 # device while the next prepares on the CPU.
@@ -73,31 +73,37 @@ def _node_id() -> str:
 class RestoreWorker:
     """Holds one prior on one device; ``__call__`` restores a decoded batch."""
 
-    def __init__(self, spec: JobSpec, info: RunInfo, threads: int | None = None):
-        """Load the prior once (on CUDA when this worker was given a GPU, else CPU)."""
+    def __init__(self, restoration: RestorationSpec, info: RunInfo, threads: int | None = None,
+                 *, keep_inputs: bool = False, keep_uncertainty: bool = False):
+        """Load the prior once (on CUDA when this worker was given a GPU, else CPU).
+
+        ``keep_inputs``/``keep_uncertainty``: also return each row's observation and per-pixel
+        std, which the write stage stores when the output part asks for them (``worker_kwargs``).
+        """
         if threads:
             torch.set_num_threads(max(1, int(threads)))
-        self.spec = spec
+        self.spec = restoration  # the restoration part: all the worker reads of the job
         self.info = info
+        self.keep_inputs, self.keep_uncertainty = keep_inputs, keep_uncertainty
         # The device and precision were resolved (and hashed) for the whole job: run exactly
         # those, or fail loudly, rather than write rows under a config hash they do not match.
         self.device = info.device
         if self.device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("this job runs on GPUs but this actor sees no CUDA device")
-        prior = load_prior(spec.prior, preset=spec.prior_preset,
-                           storage_options=spec.storage_options)
+        prior = load_prior(restoration.prior, preset=restoration.prior_preset,
+                           storage_options=restoration.storage_options)
         if prior.model_id != info.model_id:
-            raise RuntimeError(f"prior '{spec.prior}' changed during the run: weights hash "
+            raise RuntimeError(f"prior '{restoration.prior}' changed during the run: weights hash "
                                f"{prior.model_id[:12]} != validated {info.model_id[:12]}")
         self.prior = prior.prepare(self.device, RuntimeConfig(precision=info.precision))
         self._device_lock = threading.Lock()
         self.oom_splits = 0  # batches halved after running out of memory, for the logs
         self.node = _node_id()
         self.lpips = None
-        if spec.lpips_weights and spec.uses_references:
+        if restoration.lpips_weights and restoration.uses_references:
             from restora_core.metrics import LPIPS
 
-            self.lpips = LPIPS(spec.lpips_weights).to(self.device)
+            self.lpips = LPIPS(restoration.lpips_weights).to(self.device)
 
     def _observe(self, image: np.ndarray, mask: np.ndarray | None, params: dict[str, Any],
                  row_id: str):
@@ -126,8 +132,8 @@ class RestoreWorker:
             result = restore(self.prior, y_dev, m_dev, method=self.spec.method,
                              task=self.spec.task, seed=[int(batch["seed"][i]) for i in rows],
                              samples=self.spec.samples, estimate=self.spec.estimate,
-                             # K samples per image still run batch_size rows per network pass
-                             max_batch=self.spec.batch_size, **kwargs,
+                             # K samples per image still run network_batch rows per pass
+                             max_batch=self.spec.network_batch, **kwargs,
                              **self.spec.resolved_params)
             x = result.images.float().cpu()
         ran = params_json(result.params)
@@ -139,7 +145,7 @@ class RestoreWorker:
         if result.std is not None:
             std = result.std.float().cpu()
             metrics["uncertainty_mean"], metrics["uncertainty_p95"] = uncertainty_summary(std, m_cpu)
-            if self.spec.save_uncertainty:
+            if self.keep_uncertainty:
                 for k, i in enumerate(rows):
                     out["uncertainty_map"][i] = std[k].mean(0).numpy()
         if self.spec.uses_references:
@@ -160,7 +166,7 @@ class RestoreWorker:
             out["steps"][i] = result.steps
             out["corrections"][i] = result.corrections
             out["method_params"][i] = ran
-            if self.spec.save_inputs or batch["preview"][i]:
+            if self.keep_inputs or batch["preview"][i]:
                 out["observed"][i] = y_cpu[k].numpy()
                 out["obs_mask"][i] = None if m_cpu is None else m_cpu[k].numpy()
             if batch["preview"][i] and self.spec.uses_references:
@@ -242,7 +248,18 @@ class RestoreWorker:
         for key, values in out.items():
             result[key] = object_array(values) if key in _USED_COLUMNS \
                 else np.asarray(values, dtype=np.float64)
+        # What ran, for the manifest: the write stage sees no restoration settings.
+        for name in ("task", "method"):
+            result[name] = object_array([getattr(self.spec, name)] * n)
+        result["samples"] = np.full(n, self.spec.samples, dtype=np.int64)
         result["device"] = object_array([self.device] * n)
         result["worker_node"] = object_array([self.node] * n)
         result["restore_end"] = np.full(n, time.time())
         return result
+
+
+def worker_kwargs(spec: JobSpec, info: RunInfo) -> dict[str, Any]:
+    """A job's ``RestoreWorker`` arguments (besides ``threads``, which the pool sets): the
+    restoration part, the run's resolved facts, and what the output part stores beside images."""
+    return {"restoration": spec.restoration, "info": info,
+            "keep_inputs": spec.output.save_inputs, "keep_uncertainty": spec.output.save_uncertainty}

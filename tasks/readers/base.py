@@ -18,7 +18,7 @@ from ..decode import ImageError
 from ..storage import is_transient_storage_error, open_fs
 
 if TYPE_CHECKING:
-    from ..spec import JobSpec
+    from ..spec import InputSpec
 
 
 class InputFormatError(ValueError):
@@ -66,15 +66,18 @@ class InputReader(Protocol):
     name: str
     suffixes: tuple[str, ...]  # file name endings that make ``auto`` pick this format
 
-    def plan(self, spec: JobSpec, fs: Any, root: str) -> list[tuple[ShardPlan, list[dict] | None]]:
-        """Shards of the input under ``root``, each with its item list (None if it has none)."""
+    def plan(self, source: InputSpec, fs: Any, root: str,
+             plan_dir: str) -> list[tuple[ShardPlan, list[dict] | None]]:
+        """Shards of the input under ``root``, each with its item list (None if it has none),
+        stored by the planner at the shard's ``items_uri`` under ``plan_dir``."""
 
-    def requests(self, shard: ShardPlan, spec: JobSpec,
+    def requests(self, shard: ShardPlan, source: InputSpec,
                  wanted: set[str] | None) -> Iterator[dict[str, Any]]:
-        """Batch requests ({kind, shard_id, ...}) of a shard; only sources in ``wanted`` if given."""
+        """Batch requests ({kind, shard_id, ...}) of ``source.read_batch`` items each; only
+        sources in ``wanted`` if given."""
 
-    def read(self, request: dict[str, Any], spec: JobSpec) -> Iterator[SourceRow]:
-        """The rows of one batch request, in order."""
+    def read(self, request: dict[str, Any], source: InputSpec) -> Iterator[SourceRow]:
+        """The rows of one batch request, in order (with the masks the rows reference)."""
 
     def output_relpath(self, row_id: str, shard_name: str) -> str:
         """Where a row's restored PNG goes, relative to ``<output>/images`` (``shard_name``: the
@@ -112,14 +115,14 @@ def parse_params(value: Any) -> dict[str, Any]:
     return {k: v for k, v in value.items() if v is not None}
 
 
-def item_list_requests(shard: ShardPlan, spec: JobSpec, wanted: set[str] | None,
+def item_list_requests(shard: ShardPlan, source: InputSpec, wanted: set[str] | None,
                        **extra: Any) -> Iterator[dict[str, Any]]:
     """Batches of a shard's stored item list (items whose ``source`` is in ``wanted``, if given)."""
-    items = [it for it in shard_items(shard, spec.storage_options)
+    items = [it for it in shard_items(shard, source.storage_options)
              if wanted is None or it["source"] in wanted]
-    for start in range(0, len(items), spec.batch_size):
+    for start in range(0, len(items), source.read_batch):
         yield {"kind": shard.kind, "shard_id": shard.shard_id, **extra,
-               "items": items[start:start + spec.batch_size]}
+               "items": items[start:start + source.read_batch]}
 
 
 def shard_items(shard: ShardPlan, storage_options: dict[str, Any] | None = None) -> list[dict]:

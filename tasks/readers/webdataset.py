@@ -19,14 +19,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from restora_core.degradations import get_task
-
 from ..decode import IMAGE_SUFFIXES, ImageError
 from ..storage import full_uri, is_transient_storage_error, join, list_files, open_fs
 from .base import ShardPlan, SourceRow, item_list_requests, parse_params
 
 if TYPE_CHECKING:
-    from ..spec import JobSpec
+    from ..spec import InputSpec
 
 _IMAGE_EXTS = tuple(s.lstrip(".") for s in IMAGE_SUFFIXES)
 _MASK_EXTS = tuple(f"mask.{e}" for e in _IMAGE_EXTS)
@@ -139,7 +137,8 @@ class WebDatasetReader:
     name = "webdataset"
     suffixes = (".tar",)
 
-    def plan(self, spec: JobSpec, fs: Any, root: str) -> list[tuple[ShardPlan, list[dict] | None]]:
+    def plan(self, source: InputSpec, fs: Any, root: str,
+             plan_dir: str) -> list[tuple[ShardPlan, list[dict] | None]]:
         """One shard per tar with its sample list (read from the tar headers)."""
         if fs.isfile(root):
             tars = [(root, posixpath.basename(root))]
@@ -152,23 +151,23 @@ class WebDatasetReader:
         for index, ((path, rel), items) in enumerate(zip(tars, listed)):
             shard_id = f"shard-{index:05d}"
             shards.append((ShardPlan(shard_id, self.name, len(items),
-                                     items_uri=join(spec.output_uri, "plan", f"{shard_id}.json"),
+                                     items_uri=join(plan_dir, f"{shard_id}.json"),
                                      file_uri=full_uri(fs, path), name=rel[: -len(".tar")]),
                            items))
         return shards
 
-    def requests(self, shard: ShardPlan, spec: JobSpec,
+    def requests(self, shard: ShardPlan, source: InputSpec,
                  wanted: set[str] | None) -> Iterator[dict[str, Any]]:
         """Batches of consecutive samples of the tar."""
-        return item_list_requests(shard, spec, wanted, file=shard.file_uri)
+        return item_list_requests(shard, source, wanted, file=shard.file_uri)
 
-    def read(self, request: dict[str, Any], spec: JobSpec) -> Iterator[SourceRow]:
-        """Fetch the batch's members with one ranged read, then yield a row per sample."""
+    def read(self, request: dict[str, Any], source: InputSpec) -> Iterator[SourceRow]:
+        """Fetch the batch's members (image, mask, json) with one ranged read, then yield a
+        row per sample; decoding uses the mask only for a task that takes one."""
         items = request["items"]
         wanted = [(i, part) for i, it in enumerate(items) if not it["error"]
-                  for part in ("image", "mask", "json") if it[part] is not None
-                  and (part != "mask" or get_task(spec.task).side_input == "mask")]
-        fs, path = open_fs(request["file"], spec.storage_options)
+                  for part in ("image", "mask", "json") if it[part] is not None]
+        fs, path = open_fs(request["file"], source.storage_options)
         fetched: dict[tuple[int, str], bytes] = {}
         failure = None
         try:

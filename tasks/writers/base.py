@@ -26,7 +26,7 @@ import pyarrow as pa
 from ..storage import join
 
 if TYPE_CHECKING:
-    from ..spec import JobSpec
+    from ..spec import OutputSpec
 
 IMAGES_DIR = "images"
 DATA_DIR = "data"
@@ -45,13 +45,12 @@ class OutputWriter(Protocol):
         """Store (or keep) one restored PNG: (its output_uri, the bytes the commit needs or None)."""
 
     def commit(self, table: pa.Table, pngs: dict[str, bytes], shard_name: str,
-               spec: JobSpec) -> pa.Table:
+               output: OutputSpec) -> pa.Table:
         """Complete the shard before its manifest ``table`` is written; return the table to write
         (rows whose image was lost become error rows). ``pngs`` maps output_uri -> PNG of the
         rows restored this run; the other ok rows were committed earlier."""
 
-    def finish(self, output_uri: str, manifest_uris: Iterable[str],
-               storage_options: dict[str, Any]) -> None:
+    def finish(self, output: OutputSpec, manifest_uris: Iterable[str]) -> None:
         """After the run: write what spans shards (the images format's metadata.parquet)."""
 
 

@@ -30,7 +30,7 @@ from ..storage import join, open_fs, write_atomic
 from .base import IMAGES_DIR
 
 if TYPE_CHECKING:
-    from ..spec import JobSpec
+    from ..spec import OutputSpec
 
 METADATA_NAME = "metadata.parquet"
 # The manifest columns metadata.parquet repeats beside file_name: what a user filters on.
@@ -60,13 +60,13 @@ class ImageFilesWriter:
         return join(output_uri, IMAGES_DIR, relpath), None
 
     def commit(self, table: pa.Table, pngs: dict[str, bytes], shard_name: str,
-               spec: JobSpec) -> pa.Table:
+               output: OutputSpec) -> pa.Table:
         """Nothing to add: every image is already written."""
         return table
 
-    def finish(self, output_uri: str, manifest_uris: Iterable[str],
-               storage_options: dict[str, Any]) -> None:
+    def finish(self, output: OutputSpec, manifest_uris: Iterable[str]) -> None:
         """Rebuild ``images/metadata.parquet`` from the ok rows of the committed manifests."""
+        output_uri, storage_options = output.output_uri, output.storage_options
         prefix = join(output_uri, IMAGES_DIR) + "/"
         parts = []
         for uri in manifest_uris:

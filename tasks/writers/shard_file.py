@@ -19,7 +19,7 @@ from ..storage import open_fs, write_atomic
 from .base import DATA_DIR, member_name, shard_file_uri, split_output_uri
 
 if TYPE_CHECKING:
-    from ..spec import JobSpec
+    from ..spec import OutputSpec
 
 
 class ShardFileWriter:
@@ -44,7 +44,7 @@ class ShardFileWriter:
         return f"{uri}#{member_name(shard_name, relpath)}", png
 
     def commit(self, table: pa.Table, pngs: dict[str, bytes], shard_name: str,
-               spec: JobSpec) -> pa.Table:
+               output: OutputSpec) -> pa.Table:
         """Write the shard file of the table's ok rows (new PNGs, and earlier ones read back from
         the file they were committed in); an ok row whose PNG is lost or whose member another
         row already took becomes an error row. No ok row: a stale file of the shard is removed."""
@@ -60,7 +60,7 @@ class ShardFileWriter:
             png = pngs.get(uri)
             if png is None and member is not None:
                 if file_uri not in earlier:
-                    earlier[file_uri] = self._read(file_uri, spec.storage_options)
+                    earlier[file_uri] = self._read(file_uri, output.storage_options)
                 png = earlier[file_uri].get(member)
             if member is None or png is None:
                 status[i], uris[i] = "error", None
@@ -74,16 +74,15 @@ class ShardFileWriter:
                 members.append(member)
                 images.append(png)
         table = _set(table, status=status, error=error, output_uri=uris)
-        target = shard_file_uri(spec.output_uri, shard_name, self.suffix)
-        fs, path = open_fs(target, spec.storage_options)
+        target = shard_file_uri(output.output_uri, shard_name, self.suffix)
+        fs, path = open_fs(target, output.storage_options)
         if kept:
             write_atomic(fs, path, self.pack(table.take(kept), members, images))
         elif fs.exists(path):
             fs.rm_file(path)
         return table
 
-    def finish(self, output_uri: str, manifest_uris: Iterable[str],
-               storage_options: dict[str, Any]) -> None:
+    def finish(self, output: OutputSpec, manifest_uris: Iterable[str]) -> None:
         """Nothing spans shards: each shard file is complete on its own."""
 
     def _read(self, file_uri: str, storage_options: dict[str, Any]) -> dict[str, bytes]:

@@ -143,6 +143,7 @@ def test_a_taken_over_run_writes_no_further_image_or_manifest(output, ray_local,
     from tasks.shard import run_shard
     from tasks.spec import JobSpec
     from tasks.validate import validate_job
+    from tasks.worker import worker_kwargs
 
     from .conftest import image_folder
 
@@ -157,8 +158,8 @@ def test_a_taken_over_run_writes_no_further_image_or_manifest(output, ray_local,
     theirs = OutputLease(uri, options, run_id="newer")
     theirs.acquire()
     info = replace(validate_job(spec), lease_generation=ours.generation)
-    (shard,) = make_plan(spec).shards
-    pool = ActorPool(spec, info)
+    (shard,) = make_plan(spec.input, spec.output).shards
+    pool = ActorPool(spec.runtime, worker_kwargs(spec, info))
     try:
         with pytest.raises(Exception, match="taken over by run newer") as err:
             run_shard(shard, spec, info, pool)

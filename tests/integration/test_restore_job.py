@@ -339,6 +339,7 @@ def test_run_shard_reports_after_every_batch(ray_local, tmp_path, tiny_prior):
     from tasks.pool import ActorPool
     from tasks.shard import run_shard
     from tasks.validate import validate_job
+    from tasks.worker import worker_kwargs
 
     src = tmp_path / "in"
     src.mkdir()
@@ -347,9 +348,9 @@ def test_run_shard_reports_after_every_batch(ray_local, tmp_path, tiny_prior):
     spec = JobSpec(input_uri=str(src), output_uri=str(tmp_path / "out"), task="box",
                    prior=tiny_prior, steps=2, batch_size=3, num_actors=1, max_inflight_batches=1)
     info = validate_job(spec)
-    (shard,) = make_plan(spec).shards
+    (shard,) = make_plan(spec.input, spec.output).shards
     reports: list[tuple[str, int]] = []
-    pool = ActorPool(spec, info)
+    pool = ActorPool(spec.runtime, worker_kwargs(spec, info))
     try:
         result = run_shard(shard, spec, info, pool, on_progress=lambda s, n: reports.append((s, n)))
     finally:

@@ -20,6 +20,7 @@ from tasks.pool import ActorPool
 from tasks.shard import run_shard
 from tasks.spec import JobSpec
 from tasks.validate import validate_job
+from tasks.worker import worker_kwargs
 
 
 def main(workdir: str, prior: str) -> dict:
@@ -36,8 +37,8 @@ def main(workdir: str, prior: str) -> dict:
                        prior=prior, steps=4, batch_size=2, shard_size=4, num_actors=2,
                        max_inflight_batches=2)
         info = validate_job(spec)
-        plan = make_plan(spec)
-        pool = ActorPool(spec, info)
+        plan = make_plan(spec.input, spec.output)
+        pool = ActorPool(spec.runtime, worker_kwargs(spec, info))
         pool.wait_ready()
         first = run_shard(plan.shards[0], spec, info, pool)
 

@@ -33,7 +33,7 @@ def test_a_row_group_declaring_more_than_the_cap_is_error_rows_without_reading_i
                        "task": "box", "max_row_group_bytes": 20_000})
     request = {"kind": "parquet", "shard_id": "shard-00000", "file": str(path), "rows": [0, 2, 3, 1]}
 
-    rows = list(get_reader("parquet").read(request, spec))
+    rows = list(get_reader("parquet").read(request, spec.input))
 
     assert [r.raw_id for r in rows] == ["s0", "2", "3", "s1"]
     assert rows[0].image == small and rows[3].image == small and rows[0].error is None

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.batch_io import load_batch
-from tasks.worker import RestoreWorker
+from tasks.worker import RestoreWorker, worker_kwargs
 from tasks.writers import writer_names
 
 from .conftest import png_job
@@ -31,10 +31,10 @@ import json, pickle, sys
 from tasks.batch_io import commit_shard, load_batch, write_batch
 from tasks.writers import get_writer
 request, spec, info, restored = pickle.loads(open(sys.argv[1], "rb").read())
-loaded = load_batch(request, spec, info)
-written = write_batch(restored, spec, info)
-counts = commit_shard("shard-00000", [written], None, spec, info)
-get_writer(info.output_format).finish(spec.output_uri, [], {})
+loaded = load_batch(request, spec.input, spec.restoration, info)
+written = write_batch(restored, spec.output, info)
+counts = commit_shard("shard-00000", [written], None, spec.output, info)
+get_writer(info.output_format).finish(spec.output, [])
 print(json.dumps({"loaded": [str(s) for s in loaded["status"]], "counts": counts,
                   "imported": sorted(m for m in ("torch", "prefect", "ray", "restora_core.samplers")
                                      if m in sys.modules)}))
@@ -47,7 +47,7 @@ def test_load_write_and_commit_run_without_torch_prefect_or_ray(tmp_path, tiny_p
                                 output_format=fmt)
     info = info.writing(spec, fmt)
     request = {"kind": "images", "shard_id": "shard-00000", "items": items, "preview": True}
-    restored = RestoreWorker(spec, info, threads=1)(load_batch(request, spec, info))
+    restored = RestoreWorker(**worker_kwargs(spec, info), threads=1)(load_batch(request, spec.input, spec.restoration, info))
     args = tmp_path / "args.pkl"
     args.write_bytes(pickle.dumps((request, spec, info, restored)))
 

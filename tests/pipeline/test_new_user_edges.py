@@ -54,7 +54,7 @@ def test_a_parquet_file_without_the_image_column_is_one_error_listing_its_column
     pq.write_table(pa.table({"id": ["a", "b"], "pixels": [b"x", b"y"], "label": [1, 2]}), path)
     spec = JobSpec(input_uri=str(tmp_path / "in"), output_uri=str(tmp_path / "out"), task="box")
     with pytest.raises(JobSpecError) as err:
-        make_plan(spec)
+        make_plan(spec.input, spec.output)
     message = str(err.value)
     assert message.startswith("input_uri: ") and str(path) in message
     assert "no image column 'image'" in message and "id, pixels, label" in message
@@ -69,7 +69,7 @@ def test_superres_on_images_at_the_priors_size_is_refused_at_plan_time_with_the_
         tmp_path):
     spec = _superres(tmp_path, [32, 32, 32])
     with pytest.raises(JobSpecError) as err:
-        check_first_images(make_plan(spec), spec, DIGITS32)
+        check_first_images(make_plan(spec.input, spec.output), spec.input, spec.restoration, DIGITS32)
     message = str(err.value)
     assert "the input must be 16x16 for digits32 at factor 2 (got 32x32" in message
     assert "none of the first 3 image(s)" in message and "im0.png" in message
@@ -79,17 +79,18 @@ def test_superres_on_images_at_the_priors_size_is_refused_at_plan_time_with_the_
 
 def test_a_mixed_size_dataset_or_a_size_policy_that_maps_any_size_is_not_refused(tmp_path):
     mixed = _superres(tmp_path / "a", [32, 16, 32])  # only the first image is off
-    check_first_images(make_plan(mixed), mixed, DIGITS32)
+    check_first_images(make_plan(mixed.input, mixed.output), mixed.input, mixed.restoration, DIGITS32)
     resized = _superres(tmp_path / "b", [32, 32], size_policy="resize")
-    check_first_images(make_plan(resized), resized, DIGITS32)
+    check_first_images(make_plan(resized.input, resized.output), resized.input, resized.restoration, DIGITS32)
     right = _superres(tmp_path / "c", [16])
-    check_first_images(make_plan(right), right, DIGITS32)
+    check_first_images(make_plan(right.input, right.output), right.input, right.restoration, DIGITS32)
 
 
 def test_each_off_size_image_row_says_what_the_input_must_be(tmp_path):
     spec = _superres(tmp_path, [32, 16])
-    (shard,) = make_plan(spec).shards
-    batch = load_batch(next(batch_requests(shard, spec)), spec, DIGITS32)
+    (shard,) = make_plan(spec.input, spec.output).shards
+    batch = load_batch(next(batch_requests(shard, spec.input)), spec.input, spec.restoration,
+                       DIGITS32)
     assert list(batch["status"]) == ["error", "ok"]
     assert batch["error"][0].startswith(
         "size: the input must be 16x16 for digits32 at factor 2 (got 32x32")

@@ -11,7 +11,7 @@ from tasks.batch_io import load_batch, write_batch
 from tasks.manifest import rows_to_table
 from tasks.spec import JobSpecError, parse_spec
 from tasks.validate import validate_job
-from tasks.worker import RestoreWorker
+from tasks.worker import RestoreWorker, worker_kwargs
 
 from .conftest import png_bytes
 
@@ -39,10 +39,10 @@ def test_outpaint_returns_prior_sized_images_with_the_input_pixels_exact(
         tmp_path, tiny_prior_path, size, task_params=task_params,
         method_params={"steps": 3, "paste_known": True})
     info = validate_job(spec)
-    batch = load_batch({"kind": "images", "shard_id": "shard-00000", "items": items}, spec, info)
-    restored = RestoreWorker(spec, info, threads=1)(batch)
+    batch = load_batch({"kind": "images", "shard_id": "shard-00000", "items": items}, spec.input, spec.restoration, info)
+    restored = RestoreWorker(**worker_kwargs(spec, info), threads=1)(batch)
     assert list(restored["status"]) == ["ok", "ok"], list(restored["error"])
-    table = rows_to_table(write_batch(restored, spec, info))
+    table = rows_to_table(write_batch(restored, spec.output, info))
     assert table["width"].to_pylist() == [size[1]] * 2  # the source's size, as read
     for image, uri in zip(images, table["output_uri"].to_pylist()):
         out = np.asarray(Image.open(uri))
@@ -54,7 +54,7 @@ def test_outpaint_inputs_of_the_wrong_size_are_error_rows_and_bad_pads_fail_at_t
         tmp_path, tiny_prior_path):
     spec, _, items = _outpaint_job(tmp_path, tiny_prior_path, (16, 16))
     info = validate_job(spec)
-    batch = load_batch({"kind": "images", "shard_id": "shard-00000", "items": items}, spec, info)
+    batch = load_batch({"kind": "images", "shard_id": "shard-00000", "items": items}, spec.input, spec.restoration, info)
     assert list(batch["status"]) == ["error", "error"]
     assert batch["error"][0].startswith("size: image is 16x16, the job takes 12x12 inputs")
     bad = spec.model_copy(update={"task_params": {"pad": [8, 0, 8, 0]}})

@@ -29,11 +29,11 @@ def _images(n: int, seed: int = 0) -> list[np.ndarray]:
 
 def _rows(spec: JobSpec) -> dict[str, dict]:
     """Plan ``spec`` and read every batch: {id: row fields} (the Ray stages, called directly)."""
-    plan = make_plan(spec)
+    plan = make_plan(spec.input, spec.output)
     rows = {}
     for shard in plan.shards:
-        for request in batch_requests(shard, spec):
-            batch = load_batch(request, spec, INFO)
+        for request in batch_requests(shard, spec.input):
+            batch = load_batch(request, spec.input, spec.restoration, INFO)
             for i, row_id in enumerate(batch["id"]):
                 rows[row_id] = {k: batch[k][i] for k in ("status", "error", "source_uri",
                                                           "mask_uri", "task_params", "relpath",
@@ -53,7 +53,7 @@ def test_img2dataset_tar_becomes_one_row_per_key_with_shard_slash_key_ids(tmp_pa
     spec = JobSpec(input_uri=str(tmp_path / "in"), output_uri=str(tmp_path / "out"), task="box",
                    batch_size=2)
 
-    plan = make_plan(spec)
+    plan = make_plan(spec.input, spec.output)
     rows = _rows(spec)
 
     assert plan.input_format == "webdataset"

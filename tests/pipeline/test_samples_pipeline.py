@@ -19,7 +19,7 @@ from tasks.manifest import MANIFEST_COLUMNS, rows_to_table
 from tasks.spec import JobSpecError, parse_spec
 from tasks.summary import markdown_summary, summarize
 from tasks.validate import validate_job
-from tasks.worker import RestoreWorker
+from tasks.worker import RestoreWorker, worker_kwargs
 
 from .conftest import png_bytes
 
@@ -73,10 +73,10 @@ def _job(tmp_path, tiny_prior_path, **fields):
                        **fields})
     info = validate_job(spec)
     items = [{"id": f"img{i}", "source": str(src / f"img{i}.png"), "mask": None} for i in range(3)]
-    batch = load_batch({"kind": "images", "shard_id": "shard-00000", "items": items}, spec, info)
-    restored = RestoreWorker(spec, info, threads=1)(batch)
+    batch = load_batch({"kind": "images", "shard_id": "shard-00000", "items": items}, spec.input, spec.restoration, info)
+    restored = RestoreWorker(**worker_kwargs(spec, info), threads=1)(batch)
     assert list(restored["status"]) == ["ok"] * 3, list(restored["error"])
-    return rows_to_table(write_batch(restored, spec, info))
+    return rows_to_table(write_batch(restored, spec.output, info))
 
 
 def test_manifest_records_spread_and_flag_and_the_map_is_the_documented_16_bit_png(

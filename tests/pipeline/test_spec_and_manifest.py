@@ -251,10 +251,10 @@ def test_actor_pool_that_would_take_every_cpu_is_refused_with_the_numbers():
 
     spec = JobSpec(input_uri="in", output_uri="out", num_actors=2, cpus_per_actor=1.0)
     with pytest.raises(JobSpecError, match="num_actors=2 x cpus_per_actor=1.0"):
-        actor_resources(spec, {"CPU": 2.0})
-    ok = actor_resources(spec.model_copy(update={"cpus_per_actor": 0.5}), {"CPU": 2.0})
+        actor_resources(spec.runtime, {"CPU": 2.0})
+    ok = actor_resources(spec.runtime.model_copy(update={"cpus_per_actor": 0.5}), {"CPU": 2.0})
     assert ok.num_cpus == 0.5 and ok.num_gpus == 0.0
-    assert actor_resources(spec, {"CPU": 8.0, "GPU": 2.0}).num_gpus == 1.0
+    assert actor_resources(spec.runtime, {"CPU": 8.0, "GPU": 2.0}).num_gpus == 1.0
 
 
 def test_method_params_are_checked_against_the_method_with_the_name_in_the_message():

@@ -13,7 +13,7 @@ from tasks.batch_io import load_batch, write_batch
 from tasks.manifest import rows_to_table
 from tasks.spec import parse_spec
 from tasks.validate import validate_job
-from tasks.worker import RestoreWorker
+from tasks.worker import RestoreWorker, worker_kwargs
 
 from .conftest import png_bytes
 
@@ -32,10 +32,10 @@ def test_worker_runs_the_method_at_the_task_defaults_and_the_manifest_says_so(
                        "method_params": {"steps": 3}})
     info = validate_job(spec)
     items = [{"id": f"img{i}", "source": str(src / f"img{i}.png"), "mask": None} for i in range(2)]
-    batch = load_batch({"kind": "images", "shard_id": "shard-00000", "items": items}, spec, info)
-    restored = RestoreWorker(spec, info, threads=1)(batch)
+    batch = load_batch({"kind": "images", "shard_id": "shard-00000", "items": items}, spec.input, spec.restoration, info)
+    restored = RestoreWorker(**worker_kwargs(spec, info), threads=1)(batch)
     assert list(restored["status"]) == ["ok", "ok"], list(restored["error"])
-    table = rows_to_table(write_batch(restored, spec, info))
+    table = rows_to_table(write_batch(restored, spec.output, info))
     ran = json.loads(table["method_params"][0].as_py())
     assert ran == get_method(method).defaults(task) | {"steps": 3}
     assert table["steps"].to_pylist() == [3, 3]

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from tasks.batch_io import load_batch
-from tasks.worker import BatchOutOfMemory, RestoreWorker, is_out_of_memory
+from tasks.worker import BatchOutOfMemory, RestoreWorker, is_out_of_memory, worker_kwargs
 
 from .conftest import png_job
 
 
 def _batch(tmp_path, tiny_prior_path, n: int):
     spec, info, items = png_job(tmp_path, tiny_prior_path, n, seed=3, steps=2, batch_size=n)
-    return spec, info, load_batch({"kind": "images", "shard_id": "s", "items": items}, spec, info)
+    return spec, info, load_batch({"kind": "images", "shard_id": "s", "items": items}, spec.input, spec.restoration, info)
 
 
 class _FitsAtMost(RestoreWorker):
@@ -36,8 +36,8 @@ class _FitsAtMost(RestoreWorker):
 
 def test_a_batch_that_runs_out_of_memory_is_halved_until_it_fits(tmp_path, tiny_prior_path):
     spec, info, batch = _batch(tmp_path, tiny_prior_path, 5)
-    plain = RestoreWorker(spec, info, threads=1)(batch)
-    worker = _FitsAtMost(spec, info, threads=1)
+    plain = RestoreWorker(**worker_kwargs(spec, info), threads=1)(batch)
+    worker = _FitsAtMost(**worker_kwargs(spec, info), threads=1)
 
     out = worker(batch)
 
@@ -50,7 +50,7 @@ def test_a_batch_that_runs_out_of_memory_is_halved_until_it_fits(tmp_path, tiny_
 def test_one_image_that_does_not_fit_fails_the_batch_and_blames_no_image(tmp_path,
                                                                           tiny_prior_path):
     spec, info, batch = _batch(tmp_path, tiny_prior_path, 4)
-    worker = _FitsAtMost(spec, info, threads=1)
+    worker = _FitsAtMost(**worker_kwargs(spec, info), threads=1)
     worker.limit = 0
 
     with pytest.raises(BatchOutOfMemory, match=r"one image \(im0\) on cpu.*lower --samples"):
@@ -68,7 +68,7 @@ def test_other_sampler_failures_still_become_error_rows_of_the_images_that_fail(
                 raise ValueError("NaN in the velocity")
             super()._restore_group(rows, batch, params, out)
 
-    out = _FailsOnIm1(spec, info, threads=1)(batch)
+    out = _FailsOnIm1(**worker_kwargs(spec, info), threads=1)(batch)
     assert list(out["status"]) == ["ok", "error", "ok"]
     assert out["error"][1] == "restore-failed: NaN in the velocity"
 

@@ -20,7 +20,7 @@ from tasks.manifest import manifest_uri, read_manifest
 from tasks.planning import load_or_make_plan
 from tasks.shard import batch_requests
 from tasks.spec import JobSpec, RunInfo, parse_spec
-from tasks.worker import RestoreWorker
+from tasks.worker import RestoreWorker, worker_kwargs
 from tasks.writers import get_writer, read_output, resolve_output_format, writer_names
 
 from .conftest import png_bytes
@@ -44,20 +44,20 @@ def _spec(tmp_path, prior: str, **fields) -> tuple[JobSpec, RunInfo]:
 
 def _restore(spec: JobSpec, info: RunInfo, *, retry_failed: bool = False) -> RunInfo:
     """What the flow does for every shard, minus Ray and Prefect; returns the run's RunInfo."""
-    plan, _ = load_or_make_plan(spec)
+    plan, _ = load_or_make_plan(spec.input, spec.output)
     info = info.writing(spec, resolve_output_format(spec.output_format, plan.input_format))
-    worker = RestoreWorker(spec, info, threads=1)
+    worker = RestoreWorker(**worker_kwargs(spec, info), threads=1)
     uris = [manifest_uri(spec.output_uri, s.shard_id) for s in plan.shards]
     for shard, uri in zip(plan.shards, uris):
         redo = None
         if retry_failed:
             old = read_manifest(uri, columns=["source_uri", "status"]).to_pylist()
             redo = [r["source_uri"] for r in old if r["status"] == "error"]
-        parts = [write_batch_parts(worker(load_batch(request, spec, info)), spec, info)
-                 for request in batch_requests(shard, spec, redo)]
-        commit_shard(shard.shard_id, [cols for cols, _ in parts], redo, spec, info,
+        parts = [write_batch_parts(worker(load_batch(request, spec.input, spec.restoration, info)), spec.output, info)
+                 for request in batch_requests(shard, spec.input, redo)]
+        commit_shard(shard.shard_id, [cols for cols, _ in parts], redo, spec.output, info,
                      *(pngs for _, pngs in parts), shard_name=shard.output_name)
-    get_writer(info.output_format).finish(spec.output_uri, uris, {})
+    get_writer(info.output_format).finish(spec.output, uris)
     return info
 
 
