@@ -78,8 +78,8 @@ def run_soak(work: Path, count: int, *, interval: float, batch: int, shard: int,
     cmd = [sys.executable, "-m", "flows.cli", "restore", "--input", str(images), "--output",
            str(out), "--task", "box", "--param", "box_size=8", "--inputs", "observed", "--prior",
            prior_arg, "--method", "restora_flow", "--steps", "1", "--corrections", "0",
-           "--batch-size", str(batch), "--shard-size", str(shard), "--num-actors", "1",
-           "--cpus-per-actor", str(CPUS_PER_ACTOR)]
+           "--read-batch", str(batch), "--network-batch", str(batch), "--shard-size", str(shard),
+           "--num-actors", "1", "--cpus-per-actor", str(CPUS_PER_ACTOR)]
     series: list[dict[str, Any]] = []
     start = time.monotonic()
 
