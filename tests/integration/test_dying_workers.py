@@ -87,7 +87,8 @@ def test_an_actor_killed_mid_batch_is_restarted_and_the_shard_commits_once(
 
     spec, info, shard, markers = _job(tmp_path, tiny_prior, 12, batch_size=2, num_actors=1,
                                       max_inflight_batches=2)
-    pool = ActorPool(spec.runtime, worker_kwargs(spec, info), worker_cls=marking_worker(str(markers), hold_s=1.5))
+    pool = ActorPool(spec.runtime, worker_kwargs(spec, info),
+                     worker_cls=marking_worker(str(markers), hold_s=1.5))
     killed: dict[str, int] = {}
 
     def kill_the_third_batch() -> None:
@@ -124,7 +125,8 @@ def test_an_actor_removed_for_good_mid_batch_is_replaced_and_its_batch_resubmitt
 
     spec, info, shard, markers = _job(tmp_path, tiny_prior, 8, batch_size=2, num_actors=1,
                                       max_inflight_batches=1)
-    pool = ActorPool(spec.runtime, worker_kwargs(spec, info), worker_cls=marking_worker(str(markers), hold_s=1.5))
+    pool = ActorPool(spec.runtime, worker_kwargs(spec, info),
+                     worker_cls=marking_worker(str(markers), hold_s=1.5))
     first_actor = pool.actors[0]
 
     def remove_the_actor() -> None:
@@ -156,7 +158,8 @@ def test_a_batch_that_runs_out_of_memory_is_halved_on_the_actor(ray_local, tmp_p
     from tasks.worker import worker_kwargs
 
     spec, info, shard, markers = _job(tmp_path, tiny_prior, 8, batch_size=4, num_actors=1)
-    pool = ActorPool(spec.runtime, worker_kwargs(spec, info), worker_cls=marking_worker(str(markers), 0.0, fits_at_most=2))
+    pool = ActorPool(spec.runtime, worker_kwargs(spec, info),
+                     worker_cls=marking_worker(str(markers), 0.0, fits_at_most=2))
     try:
         pool.wait_ready()
         result = run_shard(shard, spec, info, pool)
@@ -175,7 +178,8 @@ def test_an_image_that_never_fits_fails_the_shard_with_a_clear_error_and_commits
     from tasks.worker import worker_kwargs
 
     spec, info, shard, markers = _job(tmp_path, tiny_prior, 4, batch_size=4, num_actors=1)
-    pool = ActorPool(spec.runtime, worker_kwargs(spec, info), worker_cls=marking_worker(str(markers), 0.0, fits_at_most=0))
+    pool = ActorPool(spec.runtime, worker_kwargs(spec, info),
+                     worker_cls=marking_worker(str(markers), 0.0, fits_at_most=0))
     try:
         pool.wait_ready()
         with pytest.raises(Exception, match=r"out of memory restoring one image \(img00\)"):

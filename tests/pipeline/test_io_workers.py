@@ -47,7 +47,8 @@ def test_load_write_and_commit_run_without_torch_prefect_or_ray(tmp_path, tiny_p
                                 output_format=fmt)
     info = info.writing(spec, fmt)
     request = {"kind": "images", "shard_id": "shard-00000", "items": items, "preview": True}
-    restored = RestoreWorker(**worker_kwargs(spec, info), threads=1)(load_batch(request, spec.input, spec.restoration, info))
+    loaded = load_batch(request, spec.input, spec.restoration, info)
+    restored = RestoreWorker(**worker_kwargs(spec, info), threads=1)(loaded)
     args = tmp_path / "args.pkl"
     args.write_bytes(pickle.dumps((request, spec, info, restored)))
 

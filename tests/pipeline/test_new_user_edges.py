@@ -69,7 +69,8 @@ def test_superres_on_images_at_the_priors_size_is_refused_at_plan_time_with_the_
         tmp_path):
     spec = _superres(tmp_path, [32, 32, 32])
     with pytest.raises(JobSpecError) as err:
-        check_first_images(make_plan(spec.input, spec.output), spec.input, spec.restoration, DIGITS32)
+        check_first_images(make_plan(spec.input, spec.output), spec.input, spec.restoration,
+                       DIGITS32)
     message = str(err.value)
     assert "the input must be 16x16 for digits32 at factor 2 (got 32x32" in message
     assert "none of the first 3 image(s)" in message and "im0.png" in message
@@ -79,11 +80,14 @@ def test_superres_on_images_at_the_priors_size_is_refused_at_plan_time_with_the_
 
 def test_a_mixed_size_dataset_or_a_size_policy_that_maps_any_size_is_not_refused(tmp_path):
     mixed = _superres(tmp_path / "a", [32, 16, 32])  # only the first image is off
-    check_first_images(make_plan(mixed.input, mixed.output), mixed.input, mixed.restoration, DIGITS32)
+    check_first_images(make_plan(mixed.input, mixed.output), mixed.input, mixed.restoration,
+                       DIGITS32)
     resized = _superres(tmp_path / "b", [32, 32], size_policy="resize")
-    check_first_images(make_plan(resized.input, resized.output), resized.input, resized.restoration, DIGITS32)
+    check_first_images(make_plan(resized.input, resized.output), resized.input, resized.restoration,
+                       DIGITS32)
     right = _superres(tmp_path / "c", [16])
-    check_first_images(make_plan(right.input, right.output), right.input, right.restoration, DIGITS32)
+    check_first_images(make_plan(right.input, right.output), right.input, right.restoration,
+                       DIGITS32)
 
 
 def test_each_off_size_image_row_says_what_the_input_must_be(tmp_path):

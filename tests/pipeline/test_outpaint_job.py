@@ -39,7 +39,8 @@ def test_outpaint_returns_prior_sized_images_with_the_input_pixels_exact(
         tmp_path, tiny_prior_path, size, task_params=task_params,
         method_params={"steps": 3, "paste_known": True})
     info = validate_job(spec)
-    batch = load_batch({"kind": "images", "shard_id": "shard-00000", "items": items}, spec.input, spec.restoration, info)
+    request = {"kind": "images", "shard_id": "shard-00000", "items": items}
+    batch = load_batch(request, spec.input, spec.restoration, info)
     restored = RestoreWorker(**worker_kwargs(spec, info), threads=1)(batch)
     assert list(restored["status"]) == ["ok", "ok"], list(restored["error"])
     table = rows_to_table(write_batch(restored, spec.output, info))
@@ -54,7 +55,8 @@ def test_outpaint_inputs_of_the_wrong_size_are_error_rows_and_bad_pads_fail_at_t
         tmp_path, tiny_prior_path):
     spec, _, items = _outpaint_job(tmp_path, tiny_prior_path, (16, 16))
     info = validate_job(spec)
-    batch = load_batch({"kind": "images", "shard_id": "shard-00000", "items": items}, spec.input, spec.restoration, info)
+    request = {"kind": "images", "shard_id": "shard-00000", "items": items}
+    batch = load_batch(request, spec.input, spec.restoration, info)
     assert list(batch["status"]) == ["error", "error"]
     assert batch["error"][0].startswith("size: image is 16x16, the job takes 12x12 inputs")
     bad = spec.model_copy(update={"task_params": {"pad": [8, 0, 8, 0]}})

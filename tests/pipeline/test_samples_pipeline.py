@@ -73,7 +73,8 @@ def _job(tmp_path, tiny_prior_path, **fields):
                        **fields})
     info = validate_job(spec)
     items = [{"id": f"img{i}", "source": str(src / f"img{i}.png"), "mask": None} for i in range(3)]
-    batch = load_batch({"kind": "images", "shard_id": "shard-00000", "items": items}, spec.input, spec.restoration, info)
+    request = {"kind": "images", "shard_id": "shard-00000", "items": items}
+    batch = load_batch(request, spec.input, spec.restoration, info)
     restored = RestoreWorker(**worker_kwargs(spec, info), threads=1)(batch)
     assert list(restored["status"]) == ["ok"] * 3, list(restored["error"])
     return rows_to_table(write_batch(restored, spec.output, info))

@@ -32,7 +32,8 @@ def test_worker_runs_the_method_at_the_task_defaults_and_the_manifest_says_so(
                        "method_params": {"steps": 3}})
     info = validate_job(spec)
     items = [{"id": f"img{i}", "source": str(src / f"img{i}.png"), "mask": None} for i in range(2)]
-    batch = load_batch({"kind": "images", "shard_id": "shard-00000", "items": items}, spec.input, spec.restoration, info)
+    request = {"kind": "images", "shard_id": "shard-00000", "items": items}
+    batch = load_batch(request, spec.input, spec.restoration, info)
     restored = RestoreWorker(**worker_kwargs(spec, info), threads=1)(batch)
     assert list(restored["status"]) == ["ok", "ok"], list(restored["error"])
     table = rows_to_table(write_batch(restored, spec.output, info))

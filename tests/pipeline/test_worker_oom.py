@@ -14,7 +14,8 @@ from .conftest import png_job
 
 def _batch(tmp_path, tiny_prior_path, n: int):
     spec, info, items = png_job(tmp_path, tiny_prior_path, n, seed=3, steps=2, batch_size=n)
-    return spec, info, load_batch({"kind": "images", "shard_id": "s", "items": items}, spec.input, spec.restoration, info)
+    request = {"kind": "images", "shard_id": "s", "items": items}
+    return spec, info, load_batch(request, spec.input, spec.restoration, info)
 
 
 class _FitsAtMost(RestoreWorker):

@@ -28,7 +28,8 @@ def test_worker_and_batch_io_import_without_ray_prefect_or_pydantic():
 
 def test_concurrent_worker_calls_give_the_same_pixels_as_sequential_ones(tmp_path, tiny_prior_path):
     spec, info, sources = png_job(tmp_path, tiny_prior_path, 6, seed=0, steps=3)
-    batches = [load_batch({"kind": "images", "shard_id": "s", "items": sources[i:i + 2]}, spec.input, spec.restoration, info)
+    batches = [load_batch({"kind": "images", "shard_id": "s", "items": sources[i:i + 2]},
+                          spec.input, spec.restoration, info)
                for i in range(0, 6, 2)]
     worker = RestoreWorker(**worker_kwargs(spec, info), threads=1)
     sequential = [worker(b) for b in batches]

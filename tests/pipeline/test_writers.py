@@ -53,7 +53,8 @@ def _restore(spec: JobSpec, info: RunInfo, *, retry_failed: bool = False) -> Run
         if retry_failed:
             old = read_manifest(uri, columns=["source_uri", "status"]).to_pylist()
             redo = [r["source_uri"] for r in old if r["status"] == "error"]
-        parts = [write_batch_parts(worker(load_batch(request, spec.input, spec.restoration, info)), spec.output, info)
+        parts = [write_batch_parts(worker(load_batch(request, spec.input, spec.restoration, info)),
+                                   spec.output, info)
                  for request in batch_requests(shard, spec.input, redo)]
         commit_shard(shard.shard_id, [cols for cols, _ in parts], redo, spec.output, info,
                      *(pngs for _, pngs in parts), shard_name=shard.output_name)
