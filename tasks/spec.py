@@ -263,7 +263,9 @@ class RuntimeSpec(_Part):
 
 # Restoration fields that change neither pixels nor rows, so they stay out of the config hash:
 # the rows per network pass (each image's noise comes from image_seed(seed, id)), where the
-# prior is read from, and the shorthands (they enter resolved, inside method_params).
+# prior is read from, and the shorthands (they enter resolved, inside method_params). Any
+# other restoration field enters the hash: a new one that should keep earlier runs' hashes is
+# hashed only away from its default (as InputSpec.row_limits does for max_row_group_bytes).
 _UNHASHED = ("network_batch", "storage_options", "steps", "corrections")
 # Only with several samples per image: one sample restores the same pixels as before they existed.
 _SAMPLING_FIELDS = ("samples", "estimate", "uncertainty_threshold")
