@@ -3,7 +3,7 @@
 A folder of generated PNGs goes through what one shard does with one actor (``tasks.shard``):
 read+decode (``load_batch``) on I/O threads, the ``RestoreWorker`` with ``ACTOR_CONCURRENCY``
 calls at once (Ray's ``max_concurrency``), encode+write (``write_batch``) on I/O threads, at most
-``max_inflight_batches`` in flight. It is compared with ``restore()`` in a loop over the same,
+``MAX_INFLIGHT`` batches in flight. It is compared with ``restore()`` in a loop over the same,
 already decoded images on the same device at the same settings. Needs no Ray, Prefect or pydantic.
 """
 
@@ -23,6 +23,8 @@ from restora_core import load_prior, restore
 from restora_core.observations import make_observation
 from restora_core.priors import save_prior
 from restora_core.runtime import RuntimeConfig, describe
+
+MAX_INFLIGHT = 4  # the JobSpec default max_inflight_batches
 
 
 def write_images(folder: Path, count: int, res: int, seed: int = 0) -> list[Path]:
@@ -51,17 +53,20 @@ def _spec_and_info(data: dict[str, Any], model_id: str, res: int, device: str):
     except ImportError:
         fields = {"masks_uri": None, "input_format": "images", "task_params": {},
                   "prior_preset": None, "size_policy": "error", "lpips_weights": None,
-                  "save_inputs": False, "max_pixels": 50_000_000, "storage_options": {},
+                  "save_inputs": False, "save_uncertainty": False, "max_pixels": 50_000_000,
+                  "storage_options": {},
                   "uses_references": data["inputs"] == "clean", **data}
         asked = {k: data[k] for k in ("steps", "corrections") if data.get(k) is not None}
         asked.update(data.get("method_params", {}))
         fields["resolved_params"] = params_dict(
             get_method(data["method"]).make_params(data["task"], asked))
         spec = SimpleNamespace(**fields)
+        # The stages take the spec's parts; one namespace serves as all of them.
+        spec.input = spec.output = spec.restoration = spec
         info = SimpleNamespace(model_id=model_id, config_hash="benchmark", channels=3,
                                resolution=res, device=device, precision=precision,
                                output_format="images", prior_size=(res, res),
-                               input_size=lambda spec, params=None: (res, res))
+                               input_size=lambda restoration, params=None: (res, res))
         return spec, info
     spec = parse_spec(data)
     config_hash = spec.config_hash(model_id, device, precision)
@@ -105,7 +110,7 @@ def measure_pipeline(net: torch.nn.Module, arch: dict[str, Any], tmp: Path, *,
     check("worker")
     worker = RestoreWorker(**worker_kwargs(spec, info))
     with ThreadPoolExecutor(2) as loaders, ThreadPoolExecutor(ACTOR_CONCURRENCY) as actor, \
-            ThreadPoolExecutor(2) as writers, ThreadPoolExecutor(spec.max_inflight_batches) as chains:
+            ThreadPoolExecutor(2) as writers, ThreadPoolExecutor(MAX_INFLIGHT) as chains:
 
         def chain(request: dict) -> dict:
             loaded = loaders.submit(load_batch, request, spec.input, spec.restoration,
@@ -123,7 +128,8 @@ def measure_pipeline(net: torch.nn.Module, arch: dict[str, Any], tmp: Path, *,
 
     check("restore() loop")
     prior = load_prior(str(prior_path)).prepare(device, RuntimeConfig(precision="auto"))
-    decoded = [load_batch(r, spec, info) for r in requests]  # untimed: the loop gets tensors
+    # untimed: the loop gets tensors
+    decoded = [load_batch(r, spec.input, spec.restoration, info) for r in requests]
 
     def restore_batch(b: dict) -> torch.Tensor:
         x = torch.from_numpy(np.stack(list(b["image"])))
@@ -152,4 +158,4 @@ def measure_pipeline(net: torch.nn.Module, arch: dict[str, Any], tmp: Path, *,
             "restore_loop_images_per_s": round(loop_rate, 2),
             "ratio": round(pipe_rate / loop_rate, 3), "goal": ">= 0.9",
             "met": bool(pipe_rate / loop_rate >= 0.9),
-            "worker_calls_at_once": ACTOR_CONCURRENCY, "max_inflight": spec.max_inflight_batches}
+            "worker_calls_at_once": ACTOR_CONCURRENCY, "max_inflight": MAX_INFLIGHT}
