@@ -196,7 +196,8 @@ def test_a_rerun_reruns_shards_of_an_older_schema_and_refuses_newer_ones(tmp_pat
 def test_schema_is_exactly_the_documented_columns():
     assert MANIFEST_SCHEMA.names == [
         "id", "source_uri", "mask_uri", "output_uri", "status", "error", "task", "task_params",
-        "method", "steps", "corrections", "method_params", "nfe", "samples", "seed", "model_id",
+        "method", "steps", "corrections", "method_params", "nfe", "windows", "tiles", "samples",
+        "seed", "model_id",
         "config_hash", "width", "height", "known_fraction", "consistency", "psnr", "ssim",
         "psnr_hole", "lpips", "uncertainty_mean", "uncertainty_p95", "flag", "seconds",
         "worker_node", "device", "start_time", "end_time"]
