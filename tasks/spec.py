@@ -27,7 +27,7 @@ from .writers import LEGACY_FORMAT, writer_names
 
 Task = Literal[TASKS]  # the degradation registry's tasks (`restora tasks`)
 Estimate = Literal[ESTIMATES]
-SizePolicy = Literal["error", "resize", "center-crop"]
+SizePolicy = Literal["tile", "error", "resize", "center-crop"]
 InputKind = Literal["observed", "clean"]
 
 # Fields that change the restored pixels or the manifest rows; batch size, pool size and the
@@ -84,7 +84,10 @@ class JobSpec(BaseModel):
         "(needs samples > 1; none: flag is null)")
     prior: str = "digits32"
     prior_preset: str | None = None
-    size_policy: SizePolicy = "error"
+    size_policy: SizePolicy = Field(
+        "tile", description="images whose size differs from the task's input size for the prior: "
+        "tile restores them at their own size in prior-sized tiles (docs/tiling.md); error "
+        "refuses them; resize and center-crop map them onto the prior's grid")
     inputs: InputKind = Field(
         "observed", description="observed: images are already degraded (production); clean: "
         "degrade them synthetically and score against them (psnr, ssim, psnr_hole)")
