@@ -297,9 +297,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny sizes and steps (a smoke run)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results[/quick])")
+    p.add_argument("--images", default="", metavar="128=N,256=N,digits=N",
+                   help=f"images per set (default {COUNTS}); finished images are reused")
     args = p.parse_args(argv)
     ctx = context_from_args("benchmarks.tiling", argv, args)
-    counts = QUICK["counts"] if ctx.quick else COUNTS
+    counts = dict(QUICK["counts"] if ctx.quick else COUNTS)
+    for item in filter(None, args.images.split(",")):
+        name, _, n = item.partition("=")
+        counts[int(name) if name.isdigit() else name] = int(n)
     steps = QUICK["steps"] if ctx.quick else None
     lpips_net = LPIPS(str(LPIPS_PATH)) if lpips_available(str(LPIPS_PATH)) else None
     start = time.perf_counter()

@@ -102,7 +102,8 @@ _SPEC_ARGS: dict[str, tuple[str, str | None, str]] = {
     "prior_preset": ("prior_preset", "PRESET", ("architecture of a checkpoint without a model "
                                                "card (celeba128, afhq256, coco128)")),
     "size_policy": ("size_policy", None, ("what to do with images whose size differs from the "
-                                         "prior's")),
+                                         "prior's (tile: restore at their own size in "
+                                         "prior-sized tiles, docs/tiling.md)")),
     "inputs": ("inputs", None, ("observed: already degraded; clean: degrade them and score "
                                "(psnr, ssim, psnr_hole, lpips)")),
     "read_batch": ("read_batch", "N", ("images per read request (one read task and one write "

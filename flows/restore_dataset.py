@@ -260,6 +260,8 @@ def _png_tile(spec: JobSpec, uri: str, scale_16bit: bool = False) -> np.ndarray:
     if scale_16bit:  # an uncertainty map: stretch to its own maximum so it is visible
         arr = np.asarray(img, dtype=np.float64)
         img = Image.fromarray((255 * arr / max(arr.max(), 1.0)).astype(np.uint8))
+    elif img.mode.startswith("I"):  # a 16-bit gray restoration (of a 16-bit input)
+        img = Image.fromarray((np.asarray(img, dtype=np.float64) / 257).astype(np.uint8))
     return np.asarray(img.convert("RGB").resize((TILE, TILE), Image.Resampling.NEAREST))
 
 

@@ -47,7 +47,7 @@ class Tiling:
 @dataclass(frozen=True)
 class FullResult:
     """One restored image ``image: (1, C, H, W)``, its per-pixel ``std`` (K > 1 samples, zero
-    outside the windows) and what it cost: ``nfe`` tile evaluations per sample, the
+    outside the windows and on known pixels kept exactly) and what it cost: ``nfe`` tile evaluations per sample, the
     ``windows`` restored (in the image's pixels) and the most ``tiles`` in one of them."""
 
     image: torch.Tensor
@@ -109,7 +109,10 @@ def restore_full(prior: Prior | Callable[[torch.Tensor, torch.Tensor], torch.Ten
             restored = torch.where(part_mask > 0.5, padded[..., rows, cols], restored)
         out[..., rows, cols] = restored
         if std is not None and result.std is not None:
-            std[..., rows, cols] = result.std.to(std.dtype)
+            spread = result.std.to(std.dtype)
+            if part_mask is not None and not whole:  # known pixels are copied: no spread
+                spread = torch.where(part_mask > 0.5, torch.zeros_like(spread), spread)
+            std[..., rows, cols] = spread
         nfe += result.nfe * layout.count
         most = max(most, layout.count)
         params = result.params

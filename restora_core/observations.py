@@ -25,7 +25,8 @@ def _check_image(image: torch.Tensor) -> None:
 
 def make_observation(task: str, image: torch.Tensor, *, params: dict[str, Any] | None = None,
                      generator: Generators | None = None, mask: torch.Tensor | None = None,
-                     size: tuple[int, int] | None = None) -> Observation:
+                     size: tuple[int, int] | None = None, any_size: bool = False
+                     ) -> Observation:
     """Observation for ``task`` from an observed ``image: (B, C, h, w)`` in [-1, 1].
 
     ``size`` is the prior's (H, W), the canvas the observation is built on; when given, the
@@ -35,7 +36,9 @@ def make_observation(task: str, image: torch.Tensor, *, params: dict[str, Any] |
     fraction ``p`` is dropped (needs ``generator``); superres: ``image`` is the low-resolution
     measurement, placed on the top-left pixel of every ``factor`` x ``factor`` block; denoise:
     the whole image, noise ``sigma``; outpaint: ``image`` is placed inside a border of ``pad``
-    missing pixels (the default pad needs ``size``).
+    missing pixels (the default pad needs ``size``). ``any_size``: the image may have any size
+    (it is restored in prior-sized tiles, ``restore_full``); ``size`` then only checks the
+    parameters against the prior and sets the default pads.
     """
     entry = get_task(task)
     chosen = entry.make_params(params)
@@ -43,7 +46,7 @@ def make_observation(task: str, image: torch.Tensor, *, params: dict[str, Any] |
     if size is not None:
         entry.check_size(chosen, size)
         want = entry.input_size(chosen, size)
-        if tuple(image.shape[-2:]) != tuple(want):
+        if not any_size and tuple(image.shape[-2:]) != tuple(want):
             raise ValueError(f"task '{task}' takes a {want[0]}x{want[1]} input for a prior of "
                              f"{size[0]}x{size[1]}, got {image.shape[-2]}x{image.shape[-1]}")
     return replace(entry.from_observed(chosen, image, size, generator, mask), task=task)

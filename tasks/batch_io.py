@@ -57,12 +57,13 @@ from .writers import get_writer, side_relpath
 if TYPE_CHECKING:  # annotations only: reading and writing batches needs no pydantic
     from .spec import InputSpec, OutputSpec, RestorationSpec, RunInfo
 
+# bits: the input's sample depth (8 or 16), the depth its restored PNG is written at.
 ROW_COLUMNS = ("id", "source_uri", "mask_uri", "status", "error", "task_params", "seed",
-               "width", "height", "start_time")
+               "width", "height", "bits", "start_time")
 
 
 def _decode_row(row: SourceRow, params: dict[str, Any], source: InputSpec,
-                restoration: RestorationSpec, info: RunInfo) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
+                restoration: RestorationSpec, info: RunInfo) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int, int]]:
     """Decode a row's image (and mask when the task takes one); errors name the row's member if
     it has one. Task parameters that are unknown, malformed or do not fit the prior are a
     ``bad-params`` error of the row."""
@@ -89,7 +90,7 @@ def _decode_row(row: SourceRow, params: dict[str, Any], source: InputSpec,
         if row.where is None:
             raise
         raise ImageError(exc.cause, f"{row.where}: {exc.detail}") from None
-    return image, mask, (geo.width, geo.height)
+    return image, mask, (geo.width, geo.height, geo.bits)
 
 
 def load_batch(request: dict[str, Any], source: InputSpec, restoration: RestorationSpec,
@@ -105,13 +106,13 @@ def load_batch(request: dict[str, Any], source: InputSpec, restoration: Restorat
         if row is None:
             break
         image = mask = relpath = None
-        width = height = None
+        width = height = bits = None
         status, error, params = "ok", None, {**restoration.task_params, **row.params}
         row_id = str(row.raw_id) if row.raw_id is not None else ""
         try:
             row_id = safe_id(row_id)
             relpath = reader.output_relpath(row_id, _shard_name(request))
-            image, mask, (width, height) = _decode_row(row, params, source, restoration, info)
+            image, mask, (width, height, bits) = _decode_row(row, params, source, restoration, info)
         except ImageError as exc:
             status, error = "error", str(exc)
         out["id"].append(row_id)
@@ -123,6 +124,7 @@ def load_batch(request: dict[str, Any], source: InputSpec, restoration: Restorat
         out["seed"].append(image_seed(restoration.seed, row_id))
         out["width"].append(width)
         out["height"].append(height)
+        out["bits"].append(bits)
         out["start_time"].append(start)
         out["relpath"].append(relpath)
         out["preview"].append(bool(request.get("preview")) and len(out["preview"]) < PREVIEW_ROWS)
@@ -164,7 +166,7 @@ def write_batch(batch: dict[str, np.ndarray], output: OutputSpec, info: RunInfo)
         status, error, stored, kept = batch["status"][i], batch["error"][i], None, None
         if status == "ok":
             try:
-                png = encode_png(batch["restored"][i])
+                png = encode_png(batch["restored"][i], _bits(batch, i))
             except (ValueError, TypeError) as exc:
                 status, error = "error", f"encode-failed: {exc}"
             else:
@@ -178,7 +180,7 @@ def write_batch(batch: dict[str, np.ndarray], output: OutputSpec, info: RunInfo)
                                      encode_mask_png(batch["obs_mask"][i]))
                 if batch["preview"][i]:
                     strip = preview_strip(batch["observed"][i], batch["restored"][i],
-                                          batch["reference"][i])
+                                          batch["reference"][i], _column(batch, "window_boxes", i))
                     write_atomic(fs, posixpath.join(root, preview_relpath(batch["shard_id"][i], i)),
                                  strip)
                 if output.save_uncertainty and batch["uncertainty_map"][i] is not None:
@@ -198,14 +200,24 @@ def write_batch(batch: dict[str, np.ndarray], output: OutputSpec, info: RunInfo)
             "start_time": float(batch["start_time"][i]), "end_time": end,
         }
         # Sampler settings as the worker used them; an image that was not restored has none.
-        for used in ("nfe", "steps", "corrections", "method_params",
+        for used in ("nfe", "steps", "corrections", "method_params", "windows", "tiles",
                      "known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips",
                      "uncertainty_mean", "uncertainty_p95"):
-            row[used] = batch[used][i] if status == "ok" else None
+            row[used] = _column(batch, used, i) if status == "ok" else None
         for k, v in row.items():
             cols[k].append(v)
         cols["png"].append(kept)
     return cols
+
+
+def _column(batch: dict[str, np.ndarray], name: str, i: int) -> Any:
+    """Row ``i`` of an optional column (batches built before it existed lack it)."""
+    return batch[name][i] if name in batch else None
+
+
+def _bits(batch: dict[str, np.ndarray], i: int) -> int:
+    """The depth row ``i``'s restored PNG is written at: its input's (8 when unknown)."""
+    return int(_column(batch, "bits", i) or 8)
 
 
 def write_batch_parts(batch: dict[str, np.ndarray], output: OutputSpec,

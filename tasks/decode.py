@@ -1,6 +1,9 @@
 """Bytes -> arrays for the prior: image and mask decoding, size policy, bomb cap, safe ids.
 
 Arrays are float32 (C, H, W): images in [-1, 1], masks in {0, 1} with 1 = known pixel.
+Size policy ``tile`` keeps an image at its own size (it is restored in prior-sized tiles);
+``Geometry.bits`` records whether its samples had 8 or 16 bits, so that the restored image is
+written at that depth and its known pixels come back exactly.
 Mask files follow one convention: pixel value 0 = missing, any non-zero value = known; a mask
 whose size differs from its image's is an error for that image. Every failure raises
 ``ImageError`` whose message starts with a short cause (``truncated: ...``) that the run summary
@@ -10,9 +13,10 @@ groups by.
 from __future__ import annotations
 
 import io
+import struct
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -33,16 +37,20 @@ class ImageError(ValueError):
 @dataclass(frozen=True)
 class Geometry:
     """How a source of size (width, height) maps onto the grid the task takes: ``resolution``
-    is its side, or its (height, width) when it is not square (an outpainting input)."""
+    is its side, or its (height, width) when it is not square (an outpainting input); policy
+    ``tile`` keeps the source's own size. ``bits``: 8, or 16 for a source of more than 8 bits."""
 
     width: int
     height: int
     resolution: int | tuple[int, int]
     policy: str
+    bits: int = 8
 
     @property
     def target(self) -> tuple[int, int]:
         """(height, width) the source is decoded to."""
+        if self.policy == "tile":
+            return self.height, self.width
         r = self.resolution
         return (r, r) if isinstance(r, int) else (int(r[0]), int(r[1]))
 
@@ -187,17 +195,31 @@ def _scaled_float(arr: np.ndarray) -> np.ndarray:
 
 def _pixels(data: bytes, img: Image.Image) -> np.ndarray:
     """(H, W, K) float32 in [0, 1] at the file's full bit depth; alpha is dropped."""
+    return _pixels_and_bits(data, img)[0]
+
+
+def _pixels_and_bits(data: bytes, img: Image.Image) -> tuple[np.ndarray, int]:
+    """``_pixels`` and the depth they were scaled from: 16 when 1.0 is 65535, else 8."""
     arr = _png16_colour(data, img)
     if arr is None:
         arr = _tiff_deep(data)
-    return _to_float_channels(img) if arr is None else arr
+    if arr is not None:
+        return arr, 16
+    return _to_float_channels(img), 16 if _sixteen_bit_scale(img) else 8
+
+
+def _sixteen_bit_scale(img: Image.Image) -> bool:
+    """Whether ``_to_float_channels`` scales this image's samples by 65535."""
+    if img.mode not in _SIXTEEN_BIT_MODES:
+        return False
+    return img.mode != "I" or np.asarray(img).max(initial=0) > 255
 
 
 def _to_float_channels(img: Image.Image) -> np.ndarray:
     """(H, W, K) float32 in [0, 1] for any PIL mode; alpha is dropped."""
     if img.mode in _SIXTEEN_BIT_MODES:
         arr = np.asarray(img, dtype=np.float64)
-        scale = 65535.0 if arr.max(initial=0) > 255 or img.mode != "I" else 255.0
+        scale = 65535.0 if _sixteen_bit_scale(img) else 255.0
         return (np.clip(arr / scale, 0, 1)[..., None]).astype(np.float32)
     if img.mode == "F":
         return _scaled_float(np.asarray(img, dtype=np.float64))[..., None]
@@ -260,10 +282,11 @@ def decode_image(data: bytes, *, channels: int, resolution: int | tuple[int, int
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)
     geo = _geometry(img, resolution, size_policy, size_message)
-    arr = _match_channels(_pixels(data, img), channels)
+    pixels, bits = _pixels_and_bits(data, img)
+    arr = _match_channels(pixels, channels)
     planes = [_apply(arr[..., k], geo, nearest=False) for k in range(channels)]
     out = np.clip(np.stack(planes), 0.0, 1.0) * 2.0 - 1.0
-    return out.astype(np.float32), geo
+    return out.astype(np.float32), replace(geo, bits=bits)
 
 
 def decode_pixels(data: bytes, *, channels: int, max_pixels: int = 50_000_000) -> np.ndarray:
@@ -290,13 +313,36 @@ def decode_mask(data: bytes, geometry: Geometry, *, max_pixels: int = 50_000_000
     return (known > 0.5).astype(np.float32)[None]
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """(C, H, W) float in [-1, 1] -> 8-bit PNG bytes (gray for C=1, RGB for C=3)."""
-    arr = np.clip((np.asarray(image, dtype=np.float32) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+def encode_png(image: np.ndarray, bits: int = 8) -> bytes:
+    """(C, H, W) float in [-1, 1] -> 8-bit PNG bytes (gray for C=1, RGB for C=3); ``bits=16``:
+    a 16-bit PNG (Pillow writes 16-bit gray only, so colour goes through ``_png16_bytes``).
+    A value decoded from an 8- or 16-bit file encodes back to exactly that value."""
+    top = 65535 if bits == 16 else 255
+    # float32 at 8 bits, as every run before 16-bit outputs (same bytes); 16 bits need float64.
+    scaled = (np.asarray(image, dtype=np.float64 if bits == 16 else np.float32) + 1.0) \
+        * (top / 2.0) + 0.5
+    arr = np.clip(scaled, 0, top).astype(np.uint16 if bits == 16 else np.uint8)
+    if bits == 16 and arr.shape[0] != 1:
+        return _png16_bytes(np.transpose(arr, (1, 2, 0)))
     arr = arr[0] if arr.shape[0] == 1 else np.transpose(arr, (1, 2, 0))
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _png16_bytes(rgb: np.ndarray) -> bytes:
+    """(H, W, 3) uint16 -> a 16-bit RGB PNG, written by the PNG spec (big-endian samples)."""
+    height, width = rgb.shape[:2]
+    rows = rgb.astype(">u2").reshape(height, width * 3).view(np.uint8).reshape(height, -1)
+    raw = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1).tobytes()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    return (_PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6))
+            + chunk(b"IEND", b""))
 
 
 STD_PNG_SCALE = 65535  # uncertainty PNG: pixel value / 65535 = std on the [-1, 1] scale

@@ -42,8 +42,9 @@ def size_message(restoration: RestorationSpec, info: RunInfo, params: dict[str, 
     prior = _prior_name(restoration.prior)
     got = f"(got {width}x{height}; size_policy=error)"
     if (h, w) == info.prior_size:
-        return (f"the input must be {w}x{h} for {prior} {got}; --size-policy resize or "
-                "center-crop maps other sizes onto it")
+        return (f"the input must be {w}x{h} for {prior} {got}; --size-policy tile (the "
+                "default) restores other sizes at their own size, resize or center-crop maps "
+                "them onto it")
     chosen = get_task(restoration.task).resolved(
         restoration.task_params if params is None else params)
     at = ", ".join(f"{k} {v}" for k, v in chosen.items())
@@ -53,5 +54,7 @@ def size_message(restoration: RestorationSpec, info: RunInfo, params: dict[str, 
         return (f"{need}; for {width}x{height} images use a prior of about "
                 f"{round(width * scale)}x{round(height * scale)}; if these are clean images to "
                 "test on, --inputs clean degrades and scores them (--size-policy resize would "
-                "shrink them and throw their resolution away)")
-    return f"{need}; --size-policy resize enlarges them to {w}x{h} first"
+                "shrink them and throw their resolution away; --size-policy tile, the default, "
+                "restores them as they are)")
+    return (f"{need}; --size-policy tile (the default) takes any size, resize enlarges them to "
+            f"{w}x{h} first")

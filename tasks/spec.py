@@ -27,7 +27,7 @@ from .writers import LEGACY_FORMAT, writer_names
 
 Task = Literal[TASKS]  # the degradation registry's tasks (`restora tasks`)
 Estimate = Literal[ESTIMATES]
-SizePolicy = Literal["error", "resize", "center-crop"]
+SizePolicy = Literal["tile", "error", "resize", "center-crop"]
 InputKind = Literal["observed", "clean"]
 
 
@@ -167,7 +167,10 @@ class RestorationSpec(_Stored):
     prior_preset: str | None = None
     # Here, not with the input: it decides how an image is fitted to the prior's canvas (and
     # so the restored pixels), and a size the prior cannot take is a restoration question.
-    size_policy: SizePolicy = "error"
+    size_policy: SizePolicy = Field(
+        "tile", description="images whose size differs from the task's input size for the prior: "
+        "tile restores them at their own size in prior-sized tiles (docs/tiling.md); error "
+        "refuses them; resize and center-crop map them onto the prior's grid")
     inputs: InputKind = Field(
         "observed", description="observed: images are already degraded (production); clean: "
         "degrade them synthetically and score against them (psnr, ssim, psnr_hole)")

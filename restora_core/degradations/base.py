@@ -65,6 +65,9 @@ class Degradation:
     ValueError naming the numbers when the pair is impossible. ``side_input`` is ``"mask"`` for a
     task that reads a mask per image, else None. ``noise_param`` names the parameter holding the
     noise std of a denoising task (every pixel observed, noisy); None for the others.
+    ``whole_image``: every pixel of the output is restored (denoising, super-resolution), so an
+    image larger than the prior is restored as one tiled window; False: only the missing pixels
+    are, so it is restored in windows around them and its known pixels are kept exactly.
     """
 
     name: str
@@ -77,6 +80,7 @@ class Degradation:
     check_size: Callable[[Any, Size], None] = _any_size
     side_input: str | None = None
     noise_param: str | None = None
+    whole_image: bool = False
 
     def __post_init__(self) -> None:
         if self.side_input not in (None, "mask"):

@@ -32,4 +32,5 @@ ENTRY = Degradation(
     from_observed=_from_observed,
     simulate=_simulate,
     noise_param="sigma",
+    whole_image=True,
 )

@@ -55,4 +55,5 @@ ENTRY = Degradation(
     geometry="the prior's size / factor",
     input_size=_input_size,
     check_size=_check,
+    whole_image=True,
 )

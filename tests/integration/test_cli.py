@@ -274,7 +274,8 @@ def test_exit_codes_tell_a_refused_job_from_one_where_every_row_failed(tmp_path,
     # The tiny prior is 16x16, so superres by 2 takes 8x8 inputs: every 16x16 image is off,
     # which the plan finds from the first images' headers, before any actor starts.
     superres = restora_cli("restore", "--input", str(src), "--output", str(tmp_path / "sr"),
-                           "--task", "superres", *common, env=env, check=False, timeout=300)
+                           "--task", "superres", "--size-policy", "error", *common, env=env,
+                           check=False, timeout=300)
     assert superres.returncode == 2, superres.stderr[-3000:]
     assert ("the input must be 8x8 for tiny16.safetensors at factor 2 (got 16x16"
             in superres.stderr)
@@ -289,3 +290,42 @@ def test_exit_codes_tell_a_refused_job_from_one_where_every_row_failed(tmp_path,
     assert failed.returncode == 3, failed.stderr[-3000:]
     assert "none of the 3 images was restored" in failed.stderr
     assert "restored 0/3 images (3 errors)" in failed.stdout
+
+
+@pytest.mark.timeout(420)
+def test_images_of_any_size_come_back_at_their_own_size_and_cost_what_their_holes_cost(
+        tmp_path):
+    from PIL import Image
+
+    from restora_core.samplers import get_method
+
+    rng = np.random.default_rng(0)
+    src, masks, out = tmp_path / "in", tmp_path / "masks", tmp_path / "out"
+    src.mkdir()
+    masks.mkdir()
+    shapes = {"prior": (32, 32), "large": (50, 70), "short": (20, 40), "deep": (41, 33)}
+    images = {}
+    for name, (h, w) in shapes.items():
+        dtype = np.uint16 if name == "deep" else np.uint8  # a 16-bit input stays 16-bit
+        images[name] = rng.integers(0, np.iinfo(dtype).max + 1, (h, w), dtype=dtype)
+        mask = np.full((h, w), 255, np.uint8)
+        mask[h // 2:h // 2 + 4, w // 3:w // 3 + 4] = 0  # one small hole
+        (src / f"{name}.png").write_bytes(png(images[name]))
+        (masks / f"{name}.png").write_bytes(png(mask))
+
+    restora_cli("restore", "--input", str(src), "--masks", str(masks), "--output", str(out),
+                "--task", "inpaint", "--prior", "digits32", "--steps", "2", "--num-actors", "1",
+                env=child_env(PREFECT_HOME=str(tmp_path / "prefect")), timeout=400)
+
+    rows = {r["id"]: r for r in pq.read_table(out / "manifests").to_pylist()}
+    one_tile = get_method("restora_flow").cost("inpaint", {"steps": 2})
+    for name, pixels in images.items():
+        row = rows[name]
+        assert row["status"] == "ok", row["error"]
+        assert (row["nfe"], row["windows"], row["tiles"]) == (one_tile, 1, 1)
+        with Image.open(out / "images" / f"{name}.png") as img:
+            restored = np.asarray(img)
+        assert restored.shape == pixels.shape and restored.dtype == pixels.dtype
+        if name != "prior":  # tiled: the known pixels are the input's own values
+            known = np.asarray(Image.open(masks / f"{name}.png")) > 0
+            np.testing.assert_array_equal(restored[known], pixels[known])

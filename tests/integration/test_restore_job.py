@@ -138,8 +138,9 @@ def test_bad_inputs_become_error_rows_and_the_rest_is_restored(pipeline, tmp_pat
     (masks / "wrongmask.png").write_bytes(png(np.full((8, 8), 255, np.uint8)))
     (src / "big.png").write_bytes(png(np.zeros((20, 20), np.uint8)))
     (masks / "big.png").write_bytes(png(np.zeros((20, 20), np.uint8)))
+    # size_policy error: "big" is refused (the default, tile, would restore it at 20x20).
     spec = JobSpec(input_uri=str(src), masks_uri=str(masks), output_uri=str(tmp_path / "out"),
-                   task="inpaint", prior=tiny_prior, **FAST)
+                   task="inpaint", prior=tiny_prior, size_policy="error", **FAST)
 
     summary = pipeline(spec=spec)
 

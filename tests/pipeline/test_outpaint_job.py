@@ -53,12 +53,12 @@ def test_outpaint_returns_prior_sized_images_with_the_input_pixels_exact(
 
 def test_outpaint_inputs_of_the_wrong_size_are_error_rows_and_bad_pads_fail_at_the_edge(
         tmp_path, tiny_prior_path):
-    spec, _, items = _outpaint_job(tmp_path, tiny_prior_path, (16, 16))
+    spec, _, items = _outpaint_job(tmp_path, tiny_prior_path, (16, 16), size_policy="error")
     info = validate_job(spec)
     request = {"kind": "images", "shard_id": "shard-00000", "items": items}
     batch = load_batch(request, spec.input, spec.restoration, info)
     assert list(batch["status"]) == ["error", "error"]
-    assert batch["error"][0].startswith("size: image is 16x16, the job takes 12x12 inputs")
+    assert batch["error"][0].startswith("size: the input must be 12x12 for tiny16.safetensors")
     bad = spec.model_copy(update={"task_params": {"pad": [8, 0, 8, 0]}})
     with pytest.raises(JobSpecError, match=r"task_params: pad \[8, 0, 8, 0\] leaves no known "
                                            r"pixels of the prior's 16x16"):

@@ -88,7 +88,8 @@ def _row(i: int, status: str = "ok") -> dict:
             "steps": 4 if status == "ok" else None, "corrections": 1 if status == "ok" else None,
             "method_params": ('{"corrections":1,"paste_known":false,"steps":4}'
                               if status == "ok" else None),
-            "nfe": 10 if status == "ok" else None, "samples": 1, "seed": 2**62 + i,
+            "nfe": 10 if status == "ok" else None, "windows": 1 if status == "ok" else None,
+            "tiles": 1 if status == "ok" else None, "samples": 1, "seed": 2**62 + i,
             "model_id": "abc", "config_hash": "h", "width": 16, "height": 16,
             "known_fraction": 0.9, "consistency": 0.01, "psnr": 20.0 + i, "ssim": 0.5,
             "psnr_hole": float("nan"), "lpips": None, "uncertainty_mean": None,
@@ -139,6 +140,16 @@ def test_a_manifest_of_an_older_schema_is_read_back_in_the_current_one(tmp_path)
     assert summary["images"] == {"total": 2, "ok": 1, "error": 1}
 
 
+def test_a_manifest_from_before_tiling_reads_windows_and_tiles_as_unknown(tmp_path):
+    uri = str(tmp_path / "shard-00000.parquet")
+    table = rows_to_table({k: [_row(0)[k]] for k in MANIFEST_COLUMNS})
+    pq.write_table(table.drop_columns(["windows", "tiles"]).replace_schema_metadata(
+        {b"restora.config_hash": b"h", b"restora.schema_version": b"3"}), uri)
+    back = read_manifest(uri)
+    assert back["windows"].to_pylist() == [None] and back["tiles"].to_pylist() == [None]
+    assert back["nfe"].to_pylist() == [10]
+
+
 def test_a_manifest_of_a_newer_schema_is_read_only_where_it_has_the_columns(tmp_path):
     uri = str(tmp_path / "shard-00000.parquet")
     table = rows_to_table({k: [_row(0)[k]] for k in MANIFEST_COLUMNS}).drop_columns(["seconds"])
@@ -185,7 +196,8 @@ def test_a_rerun_reruns_shards_of_an_older_schema_and_refuses_newer_ones(tmp_pat
 def test_schema_is_exactly_the_documented_columns():
     assert MANIFEST_SCHEMA.names == [
         "id", "source_uri", "mask_uri", "output_uri", "status", "error", "task", "task_params",
-        "method", "steps", "corrections", "method_params", "nfe", "samples", "seed", "model_id",
+        "method", "steps", "corrections", "method_params", "nfe", "windows", "tiles", "samples",
+        "seed", "model_id",
         "config_hash", "width", "height", "known_fraction", "consistency", "psnr", "ssim",
         "psnr_hole", "lpips", "uncertainty_mean", "uncertainty_p95", "flag", "seconds",
         "worker_node", "device", "start_time", "end_time"]
