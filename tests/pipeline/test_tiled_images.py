@@ -16,7 +16,7 @@ from tasks.manifest import rows_to_table
 from tasks.preview import TILE, preview_strip
 from tasks.spec import parse_spec
 from tasks.validate import validate_job
-from tasks.worker import BatchOutOfMemory, RestoreWorker
+from tasks.worker import BatchOutOfMemory, RestoreWorker, worker_kwargs
 
 from .conftest import png_bytes
 
@@ -47,14 +47,14 @@ def _job(tmp_path, prior: str, images: dict[str, tuple[np.ndarray, np.ndarray]],
                        "method_params": {"steps": STEPS}, **fields})
     info = validate_job(spec)
     batch = load_batch({"kind": "images", "shard_id": "shard-00000", "items": items,
-                        "preview": True}, spec, info)
+                        "preview": True}, spec.input, spec.restoration, info)
     return spec, info, batch
 
 
 def _run(spec, info, batch, worker=None):
     """Restore and write ``batch``: (manifest rows by id, restored batch)."""
-    restored = (worker or RestoreWorker(spec, info, threads=1))(batch)
-    table = rows_to_table(write_batch(restored, spec, info))
+    restored = (worker or RestoreWorker(**worker_kwargs(spec, info), threads=1))(batch)
+    table = rows_to_table(write_batch(restored, spec.output, info))
     return {r["id"]: r for r in table.to_pylist()}, restored
 
 
@@ -174,7 +174,7 @@ class _FitsTiles:
 def _limited(spec, info, limit: int) -> RestoreWorker:
     from dataclasses import replace
 
-    worker = RestoreWorker(spec, info, threads=1)
+    worker = RestoreWorker(**worker_kwargs(spec, info), threads=1)
     worker.prior = replace(worker.prior, velocity=_FitsTiles(worker.prior.velocity, limit))
     return worker
 
@@ -227,7 +227,7 @@ def test_superres_and_outpaint_of_any_size_restore_their_own_canvas(tmp_path, ti
                            "task": task, "prior": tiny_prior_path,
                            "method_params": {"steps": STEPS}})
         info = validate_job(spec)
-        batch = load_batch({"kind": "images", "shard_id": "s", "items": items}, spec, info)
+        batch = load_batch({"kind": "images", "shard_id": "s", "items": items}, spec.input, spec.restoration, info)
         rows, _ = _run(spec, info, batch)
         assert rows["low"]["status"] == "ok", rows["low"]["error"]
         out = _output(spec, "low")
