@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import io
 import os
 import platform
 import subprocess
@@ -26,6 +27,7 @@ import torch
 from restora_core import Prior, load_prior
 from restora_core.models import PRESETS, architecture_config, build_model
 from restora_core.priors import shipped_prior_path
+from restora_core.storage import write_uri_atomic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -132,10 +134,9 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
 
 def save_checkpoint(path: Path, data: dict[str, Any]) -> None:
     """Save a finished part whole or not at all (a cut-off run leaves no half file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(data, tmp)
-    tmp.replace(path)
+    buf = io.BytesIO()
+    torch.save(data, buf)
+    write_uri_atomic(str(path), buf.getvalue())
 
 
 def set_threads(threads: int) -> None:

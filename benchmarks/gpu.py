@@ -42,6 +42,7 @@ from restora_core.models import PRESETS, build_model
 from restora_core.noise import generators_for_seeds
 from restora_core.runtime import RuntimeConfig, describe, prepare_velocity, resolve_runtime
 from restora_core.samplers import restora_flow
+from restora_core.storage import write_uri_atomic
 
 GOAL_IMAGES_PER_S = 15.0
 GOAL_NFE = 190  # steps=64, corrections=1
@@ -241,9 +242,7 @@ class Bench:
             self.result["info"]["seconds"] = round(_now() - self.start, 1)
             for name, text in ((f"{self.stem}.json", json.dumps(self.result, indent=1, default=str)),
                                (f"{self.stem}.md", to_markdown(self.result))):
-                tmp = self.out / (name + ".partial")
-                tmp.write_text(text)
-                tmp.replace(self.out / name)
+                write_uri_atomic(str(self.out / name), text.encode())
 
     def watchdog(self) -> None:
         """At the deadline: list what is left as not measured, stop the children, exit."""
@@ -454,8 +453,7 @@ def child_main(args: argparse.Namespace) -> int:
     rows: list[dict] = []
 
     def save() -> None:
-        (tmp / f"rows-{mode}.json.partial").write_text(json.dumps(rows))
-        (tmp / f"rows-{mode}.json.partial").replace(tmp / f"rows-{mode}.json")
+        write_uri_atomic(str(tmp / f"rows-{mode}.json"), json.dumps(rows).encode())
 
     for graph in (False, True):
         gcfg = resolve_runtime(_cfg("bf16w", graph=graph, compile_mode=mode), device)

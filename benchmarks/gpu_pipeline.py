@@ -62,7 +62,8 @@ def _spec_and_info(data: dict[str, Any], model_id: str, res: int, device: str):
         spec = SimpleNamespace(**fields)
         info = SimpleNamespace(model_id=model_id, config_hash="benchmark", channels=3,
                                resolution=res, device=device, precision=precision,
-                               input_resolution=lambda spec, params=None: res)
+                               output_format="images", prior_size=(res, res),
+                               input_size=lambda spec, params=None: (res, res))
         return spec, info
     spec = parse_spec(data)
     config_hash = spec.config_hash(model_id, device, precision)

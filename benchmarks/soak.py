@@ -39,10 +39,11 @@ KINDS = ("total", "flow", "actor", "other")
 
 
 def count_files(folder: Path) -> int:
-    """Files directly under ``folder`` (0 while it does not exist)."""
+    """PNG files directly under ``folder`` (0 while it does not exist); not the run's
+    images/metadata.parquet."""
     try:
         with os.scandir(folder) as it:
-            return sum(1 for entry in it if entry.is_file())
+            return sum(1 for entry in it if entry.is_file() and entry.name.endswith(".png"))
     except FileNotFoundError:
         return 0
 

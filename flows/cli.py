@@ -1,4 +1,4 @@
-"""`restora` command line: restore | train | serve | inspect | methods.
+"""`restora` command line: restore | train | serve | inspect | methods | tasks.
 
 This is the edge: it sets the environment Ray and Prefect read at import (quiet, offline-safe,
 loopback for a local Ray), turns flags or a spec file into one validated JobSpec, and only then
@@ -20,8 +20,25 @@ _QUIET_ENV = {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "60",
 }
-# Only for a Ray this process starts itself: stay on 127.0.0.1 and skip token auth.
-_LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+# Only for a Ray this process starts itself: stay on 127.0.0.1. Ray 2.59+ protects such a Ray
+# with a token of its own (~/.ray/auth_token, or RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH).
+_LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+# Where a Ray token can come from. Joining a cluster by address, Ray sends its token only in
+# token mode, so a token given in the environment turns that mode on.
+_RAY_TOKEN_VARS = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+# Exit codes of `restora restore` (docs/running.md; the restore --help epilog says them too).
+EXIT_OK = 0  # the job completed; rows may have status=error
+EXIT_FAILED = 1  # the run failed: shards failed, the output's lease is held or lost, a crash
+EXIT_USAGE = 2  # bad flags (argparse's own code) or a job spec that cannot run
+EXIT_NOTHING_RESTORED = 3  # the job completed but every row is an error
+_EXIT_CODES_HELP = f"""exit codes:
+  {EXIT_OK}  the job completed (some rows may be errors: see the manifests)
+  {EXIT_FAILED}  the run failed: a shard failed, another run holds or took the output, a crash
+  {EXIT_USAGE}  bad flags, or a job spec that cannot run (nothing was restored)
+  {EXIT_NOTHING_RESTORED}  the job completed but every row is an error
+  killed by a signal: 128 + its number in a shell (e.g. 137 for kill -9)"""
 
 
 def prepare_environment(prefect_api_url: str | None = None, ray_address: str | None = None) -> None:
@@ -38,6 +55,8 @@ def prepare_environment(prefect_api_url: str | None = None, ray_address: str | N
     if not ray_address and not os.environ.get("RAY_ADDRESS"):
         for key, value in _LOCAL_RAY_ENV.items():
             os.environ.setdefault(key, value)
+    elif any(os.environ.get(var) for var in _RAY_TOKEN_VARS):
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
 def _parse_value(text: str) -> Any:
@@ -58,17 +77,20 @@ def _pairs(items: list[str] | None, flag: str) -> dict[str, Any]:
 
 
 # flag dest -> (JobSpec field, metavar, help). The type, the default and the allowed values come
-# from JobSpec, the method registry (restora_core.METHODS) and the input readers
-# (tasks.readers), never typed again here.
+# from JobSpec, the method registry (restora_core.METHODS), the input readers (tasks.readers)
+# and the output writers (tasks.writers), never typed again here.
 _SPEC_ARGS: dict[str, tuple[str, str | None, str]] = {
     "input": ("input_uri", "URI", "folder/prefix of images, or of Parquet shards (any fsspec URI)"),
     "output": ("output_uri", "URI",
-               "output folder/prefix: images/, manifests/, plan/, summary.json"),
+               "output folder/prefix: images/ or data/, manifests/, plan/, summary.json"),
     "masks": ("masks_uri", "URI", ("prefix of masks with the images' relative paths "
-                                  "(pixel 0 = missing, non-zero = known); task inpaint only")),
+                                  "(pixel 0 = missing, non-zero = known); tasks that take a mask "
+                                  "only (`restora tasks`)")),
     "input_format": ("input_format", None, "how to read --input"),
-    "task": ("task", None, ("degradation to undo (inpaint takes --masks; docs/tasks.md lists "
-                           "each task's --param)")),
+    "output_format": ("output_format", None, ("how to write the restored images (auto: as "
+                                             "the input is stored; docs/outputs.md)")),
+    "task": ("task", None, ("degradation to undo (`restora tasks` lists each task's --param, "
+                           "input size and side input)")),
     "method": ("method", None, "restoration method (`restora methods` lists their parameters)"),
     "steps": ("steps", "N", ("shorthand for --method-param steps=N (default: the method's "
                             "published setting for the task)")),
@@ -80,7 +102,8 @@ _SPEC_ARGS: dict[str, tuple[str, str | None, str]] = {
     "prior_preset": ("prior_preset", "PRESET", ("architecture of a checkpoint without a model "
                                                "card (celeba128, afhq256, coco128)")),
     "size_policy": ("size_policy", None, ("what to do with images whose size differs from the "
-                                         "prior's")),
+                                         "prior's (tile: restore at their own size in "
+                                         "prior-sized tiles, docs/tiling.md)")),
     "inputs": ("inputs", None, ("observed: already degraded; clean: degrade them and score "
                                "(psnr, ssim, psnr_hole, lpips)")),
     "batch_size": ("batch_size", "N", "images per network batch"),
@@ -114,6 +137,7 @@ def _flag_settings(field: str) -> dict[str, Any]:
     from restora_core import METHODS
     from tasks.readers import reader_names
     from tasks.spec import JobSpec, field_choices
+    from tasks.writers import writer_names
 
     info = JobSpec.model_fields[field]
     kind = info.annotation
@@ -124,6 +148,8 @@ def _flag_settings(field: str) -> dict[str, Any]:
         out["choices"] = list(METHODS)
     elif field == "input_format":
         out["choices"] = ["auto", *reader_names()]
+    elif field == "output_format":
+        out["choices"] = ["auto", *writer_names()]
     elif typing.get_origin(kind) is typing.Literal:
         out["choices"] = field_choices(field)
     default = None if info.is_required() else info.get_default(call_default_factory=True)
@@ -140,8 +166,7 @@ def _add_spec_arguments(p: argparse.ArgumentParser) -> None:
                        type=settings["type"], choices=settings.get("choices"),
                        help=text + settings["suffix"])
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
-                   help="task parameter, value as JSON (repeat): box=[top,left,h,w], box_size, "
-                        "p, factor, sigma")
+                   help="task parameter, value as JSON (repeat): " + _task_param_names())
     p.add_argument("--method-param", action="append", metavar="KEY=VALUE",
                    help="method parameter, e.g. t0=0.1 (repeat; see `restora methods`)")
     p.add_argument("--save-inputs", action="store_true", default=None,
@@ -151,11 +176,20 @@ def _add_spec_arguments(p: argparse.ArgumentParser) -> None:
                         "(value/65535 = std on the [-1, 1] scale)")
     p.add_argument("--endpoint-url", metavar="URL", help="S3 endpoint (e.g. http://127.0.0.1:9000)")
     p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
-                   help="fsspec storage option, value as JSON (repeat)")
+                   help="fsspec storage option, value as JSON (repeat); never credentials: "
+                        "those come from the environment (docs/security.md)")
     p.add_argument("--ray-address", metavar="ADDRESS",
                    help="Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--prefect-api-url", metavar="URL",
                    help="Prefect API (default: PREFECT_API_URL, else an ephemeral server)")
+
+
+def _task_param_names() -> str:
+    """``task: name, name; ...`` for the --param help, from the degradation registry."""
+    from restora_core.degradations import REGISTRY
+
+    return "; ".join(f"{name}: {', '.join(p.name for p in entry.param_info()) or '-'}"
+                     for name, entry in REGISTRY.items()) + " (see `restora tasks`)"
 
 
 def flagged(message: str) -> str:
@@ -164,8 +198,8 @@ def flagged(message: str) -> str:
 
     def name(match: re.Match) -> str:
         field, sub = match.group(2), match.group(3)
-        if field == "task_params" and sub:
-            return f"{match.group(1)}--param {sub[1:]}"
+        if field == "task_params":
+            return f"{match.group(1)}--param" + (f" {sub[1:]}" if sub else "")
         return match.group(1) + _FIELD_FLAGS.get(field, field) + (sub or "")
 
     return re.sub(r"(^|invalid job spec: |; )([a-z_]+)(\.[\w.]+)?(?=:)", name, message)
@@ -231,24 +265,38 @@ def cmd_restore(args: argparse.Namespace) -> int:
         validate_job(spec)
     except JobSpecError as exc:
         print(f"restora: error: {flagged(str(exc))}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    from flows import watchdog
     from flows.restore_dataset import restore_dataset
 
+    # The Prefect server and the Ray this run may start die with it, even on kill -9.
+    watchdog.start()
     # Progress (images done / total, rate, ETA) arrives as the flow's log lines as batches finish.
     state = restore_dataset(spec=spec, retry_failed=args.retry_failed,
                             overwrite=args.overwrite, ray_address=args.ray_address,
                             wait_lease_s=args.wait_lease, return_state=True)
     if state.is_completed():
-        _print_summary(state.result())
-        return 0
+        summary = state.result()
+        _print_summary(summary)
+        return restore_exit_code(summary)
     try:
         state.result()
     except JobSpecError as exc:
         print(f"restora: error: {flagged(str(exc))}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except Exception as exc:  # noqa: BLE001 - report, do not dump a second traceback
         print(f"restora: the run failed: {exc}", file=sys.stderr)
-    return 1
+    return EXIT_FAILED
+
+
+def restore_exit_code(summary: dict[str, Any]) -> int:
+    """EXIT_OK for a completed run with at least one restored image, else EXIT_NOTHING_RESTORED."""
+    images = summary["images"]
+    if images["total"] and not images["ok"]:
+        print(f"restora: error: none of the {images['total']} images was restored; the "
+              f"manifests under {summary['manifests_dir']} give each row's error", file=sys.stderr)
+        return EXIT_NOTHING_RESTORED
+    return EXIT_OK
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -271,12 +319,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Summarise one manifest, or every manifest under an output folder."""
+    from tasks.credentials import refuse_credentials
     from tasks.manifest import MANIFEST_COLUMNS, manifest_dir, read_manifest
     from tasks.storage import full_uri, list_files, open_fs
     from tasks.summary import summarize
 
     target = args.path
-    fs, path = open_fs(target, _pairs(args.storage_option, "--storage-option"))
+    options = _pairs(args.storage_option, "--storage-option")
+    try:
+        refuse_credentials(options)
+    except ValueError as exc:
+        print(f"restora: error: --storage-option {exc}", file=sys.stderr)
+        return 2
+    fs, path = open_fs(target, options)
     if path.endswith(".parquet"):
         uris = [target]
     else:
@@ -347,6 +402,38 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def describe_tasks() -> list[dict[str, Any]]:
+    """Every registered task: parameters, side input, input geometry and the methods doing it."""
+    from restora_core.degradations import REGISTRY
+    from restora_core.samplers import methods_for_task
+
+    return [{"task": entry.name, "summary": entry.summary,
+             "parameters": [vars(p) for p in entry.param_info()],
+             "side_input": entry.side_input, "input_size": entry.geometry,
+             "denoising": entry.denoising, "methods": list(methods_for_task(entry.name))}
+            for entry in REGISTRY.values()]
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    """List the tasks with their parameters, side input, input geometry and methods."""
+    tasks = describe_tasks()
+    if args.json:
+        print(json.dumps(tasks, indent=1))
+        return 0
+    for t in tasks:
+        print(f"{t['task']}: {t['summary']}")
+        print(f"  input size (--inputs observed; clean ones are the prior's): {t['input_size']}")
+        print(f"  side input: {t['side_input'] or 'none'}"
+              + (" (--masks)" if t["side_input"] == "mask" else ""))
+        print("  parameters (--param NAME=VALUE):" if t["parameters"] else "  parameters: none")
+        for p in t["parameters"]:
+            allowed = f", {p['range']}" if p["range"] else ""
+            print(f"    {p['name']} ({p['type']}, default {p['default']}{allowed}): {p['help']}")
+        print(f"  methods: {', '.join(t['methods'])}")
+        print()
+    return 0
+
+
 def cmd_train(rest: list[str]) -> int:
     """Hand over to the training flow (flows/train_prior.py), imported only now."""
     from flows.train_prior import main as train_main
@@ -384,7 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("restore", help="restore a dataset (one run, here)",
-                       description="Restore every image of --input into --output (one run).")
+                       description="Restore every image of --input into --output (one run).",
+                       epilog=_EXIT_CODES_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_spec_arguments(p)
     p.add_argument("--retry-failed", action="store_true",
                    help="redo only rows with status=error in committed shards")
@@ -415,6 +504,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--task", choices=_flag_settings("task")["choices"],
                    help="only the methods doing this task, with its defaults")
     m.add_argument("--json", action="store_true", help="print the list as JSON")
+    k = sub.add_parser("tasks", help="list the tasks, their parameters, input sizes, methods",
+                       description="List the degradations (tasks) with their parameters (type, "
+                                   "default, range), side input, input geometry and methods.")
+    k.add_argument("--json", action="store_true", help="print the list as JSON")
     sub.add_parser("train", help="train a prior with the train-prior flow (restora train --help)",
                    add_help=False)
     return parser
@@ -439,11 +532,13 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_serve(args)
     if args.command == "methods":
         return cmd_methods(args)
+    if args.command == "tasks":
+        return cmd_tasks(args)
     return cmd_inspect(args)
 
 
 # Commands that only read and print: once their output is flushed nothing is left to finish.
-_READ_ONLY = ("inspect", "methods")
+_READ_ONLY = ("inspect", "methods", "tasks")
 
 
 def script() -> None:

@@ -27,16 +27,17 @@ from prefect.exceptions import MissingContextError
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from restora_core.degradations import get_task
 from tasks.cleanup import remove_previous_outputs
 from tasks.damaged import DamagedManifestError, MovedManifest, check_manifest, move_aside
-from tasks.lease import OutputLease, lease_dir
+from tasks.lease import OutputLease, describe_takeover, lease_dir
 from tasks.manifest import (
     SCHEMA_VERSION,
     manifest_dir,
     manifest_uri,
     read_manifest,
 )
-from tasks.planning import Plan, ShardPlan, load_or_make_plan
+from tasks.planning import Plan, ShardPlan, check_first_images, load_or_make_plan
 from tasks.pool import ActorPool, actor_device
 from tasks.preview import PREVIEW_ROWS, TILE, preview_dir, preview_grid, tile_grid
 from tasks.progress import RunProgress
@@ -45,6 +46,7 @@ from tasks.spec import JobSpec, JobSpecError, RunInfo
 from tasks.storage import join, list_files, open_fs, write_atomic
 from tasks.summary import SUMMARY_COLUMNS, SummaryAccumulator, markdown_summary
 from tasks.validate import validate_job
+from tasks.writers import get_writer, read_output, resolve_output_format, side_relpath
 
 from .ray_runtime import ray_connection
 
@@ -152,6 +154,14 @@ def shards_to_run(plan: Plan, spec: JobSpec, info: RunInfo, *, retry_failed: boo
     return work, skipped, damaged
 
 
+def shards_without_manifest(plan: Plan, spec: JobSpec) -> list[str]:
+    """The plan's shards that have no committed manifest (one listing of the manifests)."""
+    fs, root = open_fs(manifest_dir(spec.output_uri), spec.storage_options)
+    fs.invalidate_cache(root)
+    committed = set(list_files(fs, root, (".parquet",)))
+    return [s.shard_id for s in plan.shards if f"{s.shard_id}.parquet" not in committed]
+
+
 class _ProgressPublisher:
     """Publishes a run's image progress: the Prefect progress artifact and a log line, throttled."""
 
@@ -245,11 +255,12 @@ def _preview_png(plan: Plan, spec: JobSpec) -> bytes | None:
 
 
 def _png_tile(spec: JobSpec, uri: str, scale_16bit: bool = False) -> np.ndarray:
-    fs, path = open_fs(uri, spec.storage_options)
-    img = Image.open(io.BytesIO(fs.cat_file(path)))
+    img = Image.open(io.BytesIO(read_output(uri, spec.storage_options)))
     if scale_16bit:  # an uncertainty map: stretch to its own maximum so it is visible
         arr = np.asarray(img, dtype=np.float64)
         img = Image.fromarray((255 * arr / max(arr.max(), 1.0)).astype(np.uint8))
+    elif img.mode.startswith("I"):  # a 16-bit gray restoration (of a 16-bit input)
+        img = Image.fromarray((np.asarray(img, dtype=np.float64) / 257).astype(np.uint8))
     return np.asarray(img.convert("RGB").resize((TILE, TILE), Image.Resampling.NEAREST))
 
 
@@ -257,8 +268,8 @@ def _uncertain_grid_png(spec: JobSpec, rows: list[dict[str, Any]]) -> bytes | No
     """Per row, the restored image (left) beside its uncertainty map (right, own scale)."""
     pairs = []
     for row in rows:
-        if row.get("output_uri"):
-            rel = posixpath.relpath(row["output_uri"], join(spec.output_uri, "images"))
+        rel = side_relpath(row.get("output_uri") or "", spec.output_uri)
+        if rel:
             pairs.append([_png_tile(spec, row["output_uri"]),
                           _png_tile(spec, join(spec.output_uri, "uncertainty", rel),
                                     scale_16bit=True)])
@@ -337,8 +348,13 @@ def _restore_dataset(spec: JobSpec, info: RunInfo, lease: OutputLease, retry_fai
                     "unreadable manifest(s) to damaged/", removed["manifests"], removed["files"],
                     removed["damaged"])
     plan, reused = load_or_make_plan(spec, replan=overwrite)
-    if plan.input_format == "images" and spec.task == "inpaint" and not spec.masks_uri:
-        raise JobSpecError("masks_uri: task 'inpaint' on an image folder needs masks_uri")
+    info = info.writing(spec, resolve_output_format(spec.output_format, plan.input_format))
+    if plan.input_format == "images" and get_task(spec.task).side_input == "mask" \
+            and not spec.masks_uri:
+        raise JobSpecError(f"masks_uri: task '{spec.task}' on an image folder needs masks_uri")
+    check_first_images(plan, spec, info)
+    if lease.took_over is not None:
+        logger.warning(describe_takeover(lease.took_over, shards_without_manifest(plan, spec)))
     fold = SummaryFold(spec.samples)
     work, skipped, damaged = shards_to_run(plan, spec, info, retry_failed=retry_failed,
                                            overwrite=overwrite, fold=fold)
@@ -365,11 +381,16 @@ def _restore_dataset(spec: JobSpec, info: RunInfo, lease: OutputLease, retry_fai
         publisher.publish(force=True)
     wall = time.time() - started
     summary = build_summary(plan, spec, info, fold)
+    writer = get_writer(info.output_format)
+    writer.finish(spec.output_uri, [manifest_uri(spec.output_uri, s.shard_id) for s in plan.shards],
+                  spec.storage_options)
     processed = sum(r["processed"] for r in results)
     summary.update({
         "flow_run_id": str(flow_run.get_id() or ""), "config_hash": info.config_hash,
         "model_id": info.model_id, "output_uri": spec.output_uri,
-        "images_dir": join(spec.output_uri, "images"), "manifests_dir": manifest_dir(spec.output_uri),
+        "output_format": info.output_format,
+        "images_dir": join(spec.output_uri, writer.folder),
+        "manifests_dir": manifest_dir(spec.output_uri),
         "summary_uri": summary_uri(spec.output_uri), "seconds": round(wall, 3),
         "processed_this_run": processed,
         "throughput_images_per_s": round(processed / wall, 3) if processed else 0.0,

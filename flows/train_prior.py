@@ -8,10 +8,11 @@ loss, steps per second and a grid of Euler samples as Prefect artifacts.
 Command line: ``restora train --recipe digits32 --max-steps 20 --output out/p.safetensors``
 (``main(argv)`` below; ``restora train --help`` lists the flags).
 
-The loop itself (``restora_core.training.train``) is the same one the CLI
-``python -m restora_core.training`` runs; this flow only adds orchestration: a live progress
-artifact, a loss table, a markdown summary with the sample grid, and the grid PNG beside the
-prior. Resuming is the loop's: rerun with the same ``checkpoint_dir``.
+The loop itself is ``restora_core.training.train``; this flow adds orchestration: image folders,
+Parquet and WebDataset sources read through ``tasks.readers`` (``tasks.training_data``), a live
+progress artifact, a loss table, a markdown summary with the sample grid, and the grid PNG
+beside the prior. Resuming is the loop's: rerun with the same ``checkpoint_dir``. This is the
+one training command; a shipped recipe's missing training set is built first.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import base64
 import dataclasses
 import json
 import shlex
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +36,10 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from restora_core.storage import write_uri_atomic
 from restora_core.training import SHIPPED_RECIPES, TrainConfig, image_grid, train
 from restora_core.training.sampling import grid_png
+from tasks.credentials import refuse_credentials
 
 
 def resolve_config(config: dict[str, Any] | None, recipe: str | None,
@@ -71,7 +76,16 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         elif event["event"] == "checkpoint":
             logger.info("checkpoint %s", event["uri"])
 
-    result = train(cfg, callback=on_event)
+    dataset = data_info = None
+    if not cfg.data.endswith((".npz", ".npy")):
+        from tasks.training_data import build_training_set
+
+        dataset, data_info = build_training_set(cfg)
+        logger.info("training set: %d images from %s (%s, %d skipped)", data_info["count"],
+                    cfg.data, data_info["format"], data_info["skipped"])
+        for reason in data_info["skipped_examples"]:
+            logger.warning("skipped %s", reason)
+    result = train(cfg, dataset=dataset, data_info=data_info, callback=on_event)
     update_progress_artifact(progress_id, 100.0)
     grid = image_grid(result.samples) if result.samples is not None else None
     return {"step": result.step, "final_loss": result.final_loss, "seconds": result.seconds,
@@ -84,12 +98,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
 @task(name="write-sample-grid", retries=2, retry_delay_seconds=5)
 def write_grid(png: bytes, uri: str, storage_options: dict[str, Any] | None) -> str:
     """Write the sample grid PNG to any fsspec URI (atomically)."""
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    with fs.open(path + ".partial", "wb") as f:
-        f.write(png)
-    fs.mv(path + ".partial", path)
+    write_uri_atomic(uri, png, storage_options)
     return uri
 
 
@@ -143,8 +152,10 @@ def train_prior(config: dict[str, Any] | None = None, recipe: str | None = None,
 _BUILD_HINT = "python scripts/build_datasets.py --only {recipe}"
 # The flags with a field of their own; any other TrainConfig field goes through --set.
 _FIELD_FLAGS = {
-    "data": ("PATH", ("training set: a .npz/.npy file, or a folder/prefix of images or Parquet "
-                     "shards (any fsspec URI)")),
+    "data": ("URI", ("training set: a .npz/.npy file, or any input `restora restore` takes "
+                    "(a folder of images, Parquet or WebDataset shards; any fsspec URI)")),
+    "resolution": ("R", "the prior's side in pixels (images are resized or cropped to R x R)"),
+    "channels": ("C", "1 (gray) or 3 (RGB); images are converted"),
     "output": ("URI", ("required: where the EMA weights go as a .safetensors prior with its "
                       "model card; the sample grid goes beside it (_samples.png)")),
     "checkpoint_dir": ("URI", ("checkpoints folder; a rerun resumes from its latest checkpoint "
@@ -257,10 +268,37 @@ def missing_data_message(cfg: TrainConfig, recipe: str | None) -> str | None:
             return None
     except Exception as exc:  # noqa: BLE001 - any failure to look is reported the same way
         return f"--data: cannot open '{cfg.data}': {type(exc).__name__}: {exc}"
-    if recipe and cfg.data == SHIPPED_RECIPES[recipe].get("data"):
+    if is_recipe_set(cfg, recipe):
         return (f"--recipe {recipe} trains on '{cfg.data}', which is not built yet: run "
                 f"`{_BUILD_HINT.format(recipe=recipe)}` first (or pass --data FILE)")
     return f"--data: '{cfg.data}' does not exist"
+
+
+def is_recipe_set(cfg: TrainConfig, recipe: str | None) -> bool:
+    """Whether ``cfg`` trains on a shipped recipe's own training set (which can be built)."""
+    return bool(recipe) and cfg.data == SHIPPED_RECIPES[recipe].get("data")
+
+
+def build_recipe_set(cfg: TrainConfig, recipe: str) -> str | None:
+    """Build a shipped recipe's missing training set from installed packages (seconds) with
+    ``scripts/build_datasets.py --train-only``; returns why it could not, or None."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "build_datasets.py"
+    if not script.exists():
+        return (f"--recipe {recipe} trains on '{cfg.data}', which is not built, and "
+                f"{script} is not here to build it: run from a clone of the repository")
+    target = Path(cfg.data)
+    cmd = [sys.executable, str(script), "--only", recipe, "--train-only",
+           "--train-dir", str(target.parent)]
+    print(f"restora: --recipe {recipe}: its training set '{cfg.data}' is not built yet; "
+          f"building it now ({shlex.join(['python', *cmd[1:]])})", file=sys.stderr, flush=True)
+    start = time.monotonic()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0 or not target.exists():
+        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+        return (f"--recipe {recipe}: building '{cfg.data}' failed (exit {done.returncode}); "
+                f"run `{_BUILD_HINT.format(recipe=recipe)}` to see why:\n{tail}")
+    print(f"restora: built '{cfg.data}' in {time.monotonic() - start:.1f} s", file=sys.stderr)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,6 +310,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     problem = missing_data_message(cfg, recipe) if cfg.data else "--data: no training set given " \
         "(pass --data or --recipe)"
+    try:
+        # The config is the flow's parameter and the command goes into the model card.
+        refuse_credentials(cfg.storage_options)
+    except ValueError as exc:
+        problem = f"storage_options {exc}"
+    else:
+        if problem and is_recipe_set(cfg, recipe):
+            problem = build_recipe_set(cfg, recipe)
     if problem:
         print(f"restora: error: {problem}", file=sys.stderr)
         return 2

@@ -1,44 +1,21 @@
 """Observations for each task: what the sampler sees (y, mask, noise level) given an input image.
 
 ``make_observation`` treats the input as the real, already degraded observation (production).
-``simulate_observation`` degrades a clean reference first (evaluation and benchmarks).
+``simulate_observation`` degrades a clean reference first (evaluation and benchmarks). Both
+dispatch to the task's entry in the degradation registry (``restora_core.degradations``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 import torch
 
-from .degradations import SuperResolution, add_noise, box_mask, centered_box, random_mask
+from .degradations import DEFAULT_SIGMA_Y, TASKS, Observation, get_task
 from .noise import Generators
 
-TASKS = ("inpaint", "box", "random", "superres", "denoise")
-
-# The paper's centred box is 40 px at 128^2 (80 at 256^2), i.e. 5/16 of the side.
-DEFAULT_BOX_FRACTION = 40 / 128
-DEFAULT_RANDOM_P = 0.7
-DEFAULT_DENOISE_SIGMA = 0.2
-DEFAULT_SIGMA_Y = 0.01
-
-
-@dataclass(frozen=True)
-class Observation:
-    """What a sampler restores from: ``y`` (B, C, H, W), ``mask`` (B, 1, H, W) or None, noise level."""
-
-    y: torch.Tensor
-    mask: torch.Tensor | None
-    task: str
-    sigma: float | None = None
-
-
-def _box(params: dict[str, Any], height: int, width: int) -> tuple[int, int, int, int]:
-    if "box" in params and params["box"] is not None:
-        top, left, h, w = (int(v) for v in params["box"])
-        return top, left, h, w
-    size = params.get("box_size") or round(min(height, width) * DEFAULT_BOX_FRACTION)
-    return centered_box(height, width, int(size))
+__all__ = ["DEFAULT_SIGMA_Y", "TASKS", "Observation", "make_observation", "simulate_observation"]
 
 
 def _check_image(image: torch.Tensor) -> None:
@@ -47,59 +24,45 @@ def _check_image(image: torch.Tensor) -> None:
 
 
 def make_observation(task: str, image: torch.Tensor, *, params: dict[str, Any] | None = None,
-                     generator: Generators | None = None,
-                     mask: torch.Tensor | None = None) -> Observation:
+                     generator: Generators | None = None, mask: torch.Tensor | None = None,
+                     size: tuple[int, int] | None = None, any_size: bool = False
+                     ) -> Observation:
     """Observation for ``task`` from an observed ``image: (B, C, h, w)`` in [-1, 1].
 
-    inpaint: ``mask`` (B, 1, H, W) supplied, 1 = known; box: a rectangle (``box=(top, left, h, w)``
-    or a centred ``box_size``) is treated as missing; random: a fraction ``p`` of pixels is dropped
-    (needs ``generator``); superres: ``image`` is the low-resolution measurement, placed on the
-    top-left pixel of every ``factor`` x ``factor`` block; denoise: the whole image, noise ``sigma``.
+    ``size`` is the prior's (H, W), the canvas the observation is built on; when given, the
+    image must have the task's input size for it (``restora tasks`` lists each task's
+    geometry). inpaint: ``mask`` (B, 1, h, w) supplied, non-zero = known; box: a rectangle
+    (``box=[top, left, h, w]`` or a centred ``box_size``) is treated as missing; random: a
+    fraction ``p`` is dropped (needs ``generator``); superres: ``image`` is the low-resolution
+    measurement, placed on the top-left pixel of every ``factor`` x ``factor`` block; denoise:
+    the whole image, noise ``sigma``; outpaint: ``image`` is placed inside a border of ``pad``
+    missing pixels (the default pad needs ``size``). ``any_size``: the image may have any size
+    (it is restored in prior-sized tiles, ``restore_full``); ``size`` then only checks the
+    parameters against the prior and sets the default pads.
     """
-    params = dict(params or {})
+    entry = get_task(task)
+    chosen = entry.make_params(params)
     _check_image(image)
-    b, _, h, w = image.shape
-    if task == "inpaint":
-        if mask is None:
-            raise ValueError("task 'inpaint' needs a mask (0 = missing, non-zero = known)")
-        if mask.shape[-2:] != image.shape[-2:]:
-            raise ValueError(f"mask size {tuple(mask.shape[-2:])} differs from image size {(h, w)}")
-        m = (mask > 0).float().to(image.device)
-        return Observation(image * m, m, task)
-    if task == "box":
-        m = box_mask(b, h, w, _box(params, h, w)).to(image.device)
-        return Observation(image * m, m, task)
-    if task == "random":
-        if generator is None:
-            raise ValueError("task 'random' needs a generator for its mask")
-        m = random_mask(b, h, w, float(params.get("p", DEFAULT_RANDOM_P)), generator).to(image.device)
-        return Observation(image * m, m, task)
-    if task == "superres":
-        factor = int(params.get("factor", 2))
-        op = SuperResolution(factor, h * factor, w * factor).to(image.device)
-        return Observation(op.A_adjoint(image), op.mask().expand(b, -1, -1, -1).contiguous(), task)
-    if task == "denoise":
-        return Observation(image, None, task, float(params.get("sigma", DEFAULT_DENOISE_SIGMA)))
-    raise ValueError(f"unknown task '{task}'; expected one of {TASKS}")
+    if size is not None:
+        entry.check_size(chosen, size)
+        want = entry.input_size(chosen, size)
+        if not any_size and tuple(image.shape[-2:]) != tuple(want):
+            raise ValueError(f"task '{task}' takes a {want[0]}x{want[1]} input for a prior of "
+                             f"{size[0]}x{size[1]}, got {image.shape[-2]}x{image.shape[-1]}")
+    return replace(entry.from_observed(chosen, image, size, generator, mask), task=task)
 
 
 def simulate_observation(task: str, clean: torch.Tensor, *, params: dict[str, Any] | None = None,
                          generator: Generators, mask: torch.Tensor | None = None,
                          sigma_y: float = DEFAULT_SIGMA_Y) -> Observation:
-    """Degrade a clean ``clean: (B, C, H, W)`` reference for ``task`` and add measurement noise.
+    """Degrade a clean ``clean: (B, C, H, W)`` reference (at the prior's size) for ``task`` and
+    add measurement noise ``sigma_y`` (denoising: its own ``sigma`` instead).
 
     Super-resolution measures the low-resolution image first, then builds the sparse observation
-    from it (never from the reference). Denoising adds noise of std ``sigma`` instead of ``sigma_y``.
+    from it (never from the reference).
     """
-    params = dict(params or {})
+    entry = get_task(task)
+    chosen = entry.make_params(params)
     _check_image(clean)
-    if task == "superres":
-        factor = int(params.get("factor", 2))
-        op = SuperResolution(factor, clean.shape[-2], clean.shape[-1]).to(clean.device)
-        low = add_noise(op(clean), sigma_y, generator)
-        return make_observation("superres", low, params=params)
-    if task == "denoise":
-        sigma = float(params.get("sigma", DEFAULT_DENOISE_SIGMA))
-        return Observation(add_noise(clean, sigma, generator), None, task, sigma)
-    obs = make_observation(task, clean, params=params, generator=generator, mask=mask)
-    return Observation(obs.mask * add_noise(clean, sigma_y, generator), obs.mask, task)
+    entry.check_size(chosen, tuple(clean.shape[-2:]))
+    return replace(entry.simulate(chosen, clean, generator, mask, sigma_y), task=task)

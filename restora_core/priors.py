@@ -22,6 +22,7 @@ from safetensors.torch import save as st_save
 
 from .models import PRESETS, architecture_config, build_model
 from .runtime import RuntimeConfig, prepare_velocity
+from .storage import write_uri_atomic
 
 CARD_KEY = "restora_card"
 SHIPPED_PRIORS = ("digits32", "photo32", "photo64", "mri64")
@@ -196,12 +197,5 @@ def save_prior(model: torch.nn.Module, card: dict[str, Any], uri: str, *,
     sd = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
           for k, v in model.state_dict().items()}
     data = st_save(sd, metadata={CARD_KEY: json.dumps(card, sort_keys=True)})
-    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    parent = path.rsplit("/", 1)[0] if "/" in path else ""
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    tmp = path + ".partial"
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
-    fs.mv(tmp, path)
+    write_uri_atomic(uri, data, storage_options)
     return hashlib.sha256(data).hexdigest()

@@ -10,7 +10,6 @@ import torch
 
 from .choices import ESTIMATES
 from .noise import generators_for_seeds
-from .observations import DEFAULT_DENOISE_SIGMA, DEFAULT_SIGMA_Y
 from .priors import Prior
 from .samplers import METHODS, Method, get_method, params_dict
 from .seeding import image_seed, sample_seed
@@ -161,10 +160,10 @@ def restore(
         and any(True for _ in velocity.parameters()) else y.device
     y = y.to(device)
     if denoising:
-        noise = DEFAULT_DENOISE_SIGMA if sigma is None else sigma
+        noise = entry.default_noise(task, denoising) if sigma is None else sigma
         mask = torch.ones(y.shape[0], 1, *y.shape[-2:], device=device, dtype=y.dtype)
     else:
-        noise = DEFAULT_SIGMA_Y if sigma_y is None else sigma_y
+        noise = entry.default_noise(task, denoising) if sigma_y is None else sigma_y
         mask = mask.to(device=device, dtype=y.dtype).expand(y.shape[0], -1, -1, -1)
     batch = y.shape[0]
     seeds = [sample_seed(s, k) for s in _seeds(seed, batch) for k in range(samples)]

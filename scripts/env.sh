@@ -1,6 +1,7 @@
 # Environment for local runs and tests on an offline machine (sourced, not executed).
+# Ray keeps its default for a local cluster: token authentication, with the token Ray makes in
+# ~/.ray/auth_token (or RAY_AUTH_TOKEN_PATH's file) - docs/security.md.
 export RAY_USAGE_STATS_ENABLED=0
-export RAY_AUTH_MODE=disabled
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 export RAY_TMPDIR="${RAY_TMPDIR:-/tmp/rt$$}"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false

@@ -3,15 +3,15 @@
 # restora_core/training/config.py (SHIPPED_RECIPES) and write
 #   restora_core/weights/<name>.safetensors  (+ _samples.png, or .npy without PIL)
 #
-# Needs only: python with torch, numpy, scipy, safetensors, fsspec; the repository; and the
-# training sets in .cache/datasets/ (python scripts/build_datasets.py).
+# Runs `restora train` (the one training command: the train-prior Prefect flow, ephemeral unless
+# PREFECT_API_URL is set) from the repository; a recipe's missing training set is built first.
 #
 #   scripts/train_shipped_priors.sh                      # cuda, bf16, 240 s each
 #   SECONDS_EACH=200 scripts/train_shipped_priors.sh
 #   DEVICE=cpu SECONDS_EACH=30 OUT_DIR=/tmp/p CKPT_ROOT=/tmp/ck \
 #       scripts/train_shipped_priors.sh --max-steps 3   # a CPU smoke test
 #
-# Extra arguments go to both runs (any `python -m restora_core.training` flag).
+# Extra arguments go to every run (any `restora train` flag; --set FIELD=JSON for the rest).
 # A rerun with the same CKPT_ROOT resumes from the last checkpoint (FRESH=1 starts over).
 # If $OUT is set (the device tool's output folder), the priors, grids and logs are copied there.
 set -uo pipefail
@@ -34,12 +34,12 @@ for name in $NAMES; do
   [[ "${FRESH:-0}" == 1 ]] && rm -rf "${CKPT_ROOT:?}/$name"
   log="$OUT_DIR/${name}_train.log"
   echo "== $name -> $OUT_DIR/$name.safetensors (log $log)" >&2
-  if ! "$PYTHON" -m restora_core.training --recipe "$name" --device "$DEVICE" "${BF16[@]}" \
+  "$PYTHON" -m flows.cli train --recipe "$name" --device "$DEVICE" "${BF16[@]}" \
       --max-seconds "$SECONDS_EACH" --output "$OUT_DIR/$name.safetensors" \
-      --checkpoint-dir "$CKPT_ROOT/$name" "$@" 2>&1 | tee "$log" | grep -E '"(summary|done)"|Error|error' >&2; then
-    :
-  fi
-  if ! grep -q '"event": "summary"' "$log"; then
+      --checkpoint-dir "$CKPT_ROOT/$name" "$@" > "$log" 2>&1
+  rc=$?
+  grep -E '^(trained|prior:)|rror' "$log" >&2
+  if [[ $rc -ne 0 ]]; then
     echo "!! $name failed; see $log" >&2
     status=1
   fi

@@ -12,11 +12,17 @@ with a conditional create, so of two runs racing for the same number exactly one
   ``VERIFY_PAUSE_S``, read back; the window is the time between the absence check and the
   write landing, so two runs starting within it could both believe they hold the lease.
 
-Nothing is deleted or overwritten by another run, so there is no delete/create race: a stale
-lease is superseded by the next generation. The holder refreshes its own file every
-``ttl / 3`` (a heartbeat thread); a crashed run stops refreshing and its lease expires after
-``ttl`` seconds, or at once for a run on the same host whose process is gone. A holder that sees a newer generation than its own has lost the output (its
-heartbeat stalled past expiry and another run took over); it submits no more shards.
+No lease is overwritten by another run: a stale lease is superseded by the next generation.
+The holder refreshes its own file every ``ttl / 3`` (a heartbeat thread); a crashed run stops
+refreshing and its lease expires after ``ttl`` seconds, or at once for a run on the same host
+whose process is gone. A holder that sees a newer generation than its own has lost the output
+(its heartbeat stalled past expiry and another run took over); it submits no more shards.
+
+A run that takes over an unreleased lease keeps that record (``took_over``), so the flow can
+say which run died. When a run releases generation N it prunes the older generations that are
+released or expired (``prune``), so ``leases/`` holds one file between runs. Numbering needs
+only the newest file: a run whose listing went stale meanwhile re-lists when the file it read
+is gone, and after its create checks that no newer generation exists (a pruned number reused).
 """
 
 from __future__ import annotations
@@ -68,10 +74,27 @@ class LeaseRecord:
 
     def describe(self) -> str:
         """One line naming the run: id, host, pid, start and expiry times (UTC)."""
-        def stamp(t: float) -> str:
-            return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-        return (f"run {self.run_id} (host {self.host}, pid {self.pid}, started {stamp(self.started)}, "
-                f"lease expires {stamp(self.expires)} unless renewed)")
+        return (f"run {self.run_id} (host {self.host}, pid {self.pid}, started {_stamp(self.started)}, "
+                f"lease expires {_stamp(self.expires)} unless renewed)")
+
+
+def _stamp(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def describe_takeover(dead: LeaseRecord, unfinished: list[str] | None = None) -> str:
+    """One line about a run whose unreleased lease this run took over: its run id, host, pid,
+    when it last renewed, and (if given) the plan's shards that have no manifest."""
+    line = (f"took over the output from run {dead.run_id} (host {dead.host}, pid {dead.pid}), "
+            f"which died without releasing its lease; it last renewed it at "
+            f"{_stamp(dead.heartbeat)}")
+    if unfinished is None:
+        return line
+    shown = ", ".join(unfinished[:20]) + (f" and {len(unfinished) - 20} more"
+                                          if len(unfinished) > 20 else "")
+    return (line + f"; {len(unfinished)} shard(s) of the plan have no manifest"
+            + (f" (they may hold half-written images; this run redoes them): {shown}"
+               if unfinished else ""))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -172,6 +195,10 @@ class OutputLease:
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.fs, self.folder = open_fs(lease_dir(output_uri), storage_options)
         self.generation: int | None = None
+        # The unreleased lease of a run that died (expired, or its process gone), when this run
+        # took the output over from it; None when the output was free or released.
+        self.took_over: LeaseRecord | None = None
+        self.pruned: list[int] = []  # generations ``release`` deleted
         self.started = time.time()
         self.lost = threading.Event()
         self._stop = threading.Event()
@@ -197,18 +224,53 @@ class OutputLease:
             self.fs.invalidate_cache(self.folder)
             generations = _generations(self.fs, self.folder)
             newest = generations[-1] if generations else 0
+            holder = None
             if newest:
                 holder = _read(self.fs, self._path(newest))
+                if holder is None and not self.fs.exists(self._path(newest)):
+                    continue  # pruned by a newer holder since the listing: look again
                 if holder is None:  # a torn or foreign file: treat it as held until it ages
                     holder = self._unreadable_holder(newest)
                 if holder.live(time.time()):
                     return holder
             if (_create_exclusive(self.fs, self._path(newest + 1), self._record())
                     or self._is_mine(newest + 1)):
+                if self._superseded(newest + 1):
+                    continue  # our listing was stale and a pruned number was reused: look again
                 self.generation = newest + 1
+                self.took_over = holder if holder is not None and not holder.released else None
                 self._start_heartbeat()
                 return None
             # Another run took newest + 1 first: look again (it will be live).
+
+    def _superseded(self, generation: int) -> bool:
+        """Whether a generation above ``generation`` exists (then the one just made is marked
+        released, so it never looks live)."""
+        self.fs.invalidate_cache(self.folder)
+        if _generations(self.fs, self.folder)[-1:] == [generation]:
+            return False
+        write_atomic(self.fs, self._path(generation), self._record(released=True))
+        return True
+
+    def prune(self) -> list[int]:
+        """Delete the generations older than the one held that are released or expired (or
+        whose process on this host is gone); returns their numbers. Unreadable files stay."""
+        if self.generation is None:
+            return []
+        self.fs.invalidate_cache(self.folder)
+        pruned = []
+        for generation in _generations(self.fs, self.folder):
+            if generation >= self.generation:
+                break
+            record = _read(self.fs, self._path(generation))
+            if record is None or record.live(time.time()):
+                continue
+            try:
+                self.fs.rm_file(self._path(generation))
+            except FileNotFoundError:  # another run pruned it first
+                continue
+            pruned.append(generation)
+        return pruned
 
     def _is_mine(self, generation: int) -> bool:
         """Whether ``generation`` holds this run's own record: a create whose answer was lost
@@ -269,3 +331,7 @@ class OutputLease:
             self._thread.join(timeout=10)
         if self.generation is not None and not self.lost.is_set():
             write_atomic(self.fs, self._path(self.generation), self._record(released=True))
+            try:
+                self.pruned = self.prune()
+            except OSError:
+                pass  # the next release prunes them

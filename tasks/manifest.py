@@ -20,6 +20,9 @@ _TS = pa.timestamp("us", tz="UTC")
 # output_uri, sampler settings or metrics; psnr/ssim/psnr_hole/lpips only exist when inputs are
 # clean references; uncertainty_* only with samples > 1, flag only with an uncertainty threshold).
 # steps, corrections, nfe and method_params are what the sampler ran with.
+# output_uri names the restored image in the run's output format (tasks.writers, docs/outputs.md):
+# <out>/images/<relpath> for image files; <out>/data/<shard file>#<member> for the one-file
+# formats, member being the tar member (key.png) or the Parquet row's image.path.
 MANIFEST_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),
     pa.field("source_uri", pa.string(), nullable=False),
@@ -34,6 +37,11 @@ MANIFEST_SCHEMA = pa.schema([
     pa.field("corrections", pa.int32()),
     pa.field("method_params", pa.string()),  # JSON: every parameter as it ran
     pa.field("nfe", pa.int32()),  # of one sample: an image cost samples * nfe
+    # Prior-sized tile evaluations: nfe is counted in them. windows: regions of the image that
+    # were restored (1 at the prior's size; 0 when nothing was missing); tiles: the most tiles
+    # in one of them (docs/tiling.md).
+    pa.field("windows", pa.int32()),
+    pa.field("tiles", pa.int32()),
     pa.field("samples", pa.int32(), nullable=False),
     pa.field("seed", pa.int64(), nullable=False),
     pa.field("model_id", pa.string(), nullable=False),
@@ -67,8 +75,10 @@ META_SCHEMA_VERSION = b"restora.schema_version"
 #   1 (no key): steps, corrections (and method_params, when present) copied from the job spec.
 #   2: steps, corrections, method_params and nfe as the sampler ran them (null on error rows).
 #   3: samples, uncertainty_mean, uncertainty_p95 and flag (several samples per image).
+#   4: windows and tiles (images of any size, restored in prior-sized tiles); nfe counts
+#      evaluations of one prior-sized tile.
 # Bump it with every change of the columns, and teach _upgrade how to read the old version.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class ManifestVersionError(ValueError):

@@ -9,17 +9,24 @@ themselves live in ``tasks.readers``.
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
-from .readers import ShardPlan, detect_format, get_reader
-from .spec import JobSpec, JobSpecError
+from .decode import ImageError, image_size
+from .geometry import fits, size_message
+from .readers import InputFormatError, ShardPlan, detect_format, get_reader
+from .spec import JobSpec, JobSpecError, RunInfo
 from .storage import join, open_fs, write_atomic
 
-__all__ = ["Plan", "ShardPlan", "load_or_make_plan", "load_plan", "make_plan", "plan_uri"]
+__all__ = ["Plan", "ShardPlan", "check_first_images", "load_or_make_plan", "load_plan",
+           "make_plan", "plan_uri"]
 
 PLAN_VERSION = 1
+# Images whose headers ``check_first_images`` reads: enough that one odd image at the start of
+# a mixed-size dataset does not refuse the job, few enough to cost nothing.
+PROBE_IMAGES = 4
 
 
 @dataclass
@@ -64,7 +71,11 @@ def make_plan(spec: JobSpec) -> Plan:
     plan = Plan(spec.input_uri, fmt, spec.masks_uri,
                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     out_fs, _ = open_fs(spec.output_uri, spec.storage_options)
-    for shard, items in get_reader(fmt).plan(spec, fs, root):
+    try:
+        planned = get_reader(fmt).plan(spec, fs, root)
+    except InputFormatError as exc:
+        raise JobSpecError(f"input_uri: {exc}") from None
+    for shard, items in planned:
         if items is not None:
             write_atomic(out_fs, open_fs(shard.items_uri, spec.storage_options)[1],
                          json.dumps(items).encode())
@@ -95,3 +106,31 @@ def load_or_make_plan(spec: JobSpec, *, replan: bool = False) -> tuple[Plan, boo
                     f"(masks {plan.masks_uri}); use another output or --overwrite")
             return plan, True
     return make_plan(spec), False
+
+
+def check_first_images(plan: Plan, spec: JobSpec, info: RunInfo) -> None:
+    """JobSpecError when none of the first ``PROBE_IMAGES`` readable images of the plan has a
+    size the job accepts (their headers only): a mistake that hits every image, found before
+    any actor starts. Unreadable images are left to their rows; any size passes resize/crop."""
+    if spec.size_policy != "error" or not plan.shards:
+        return
+    probe = spec.model_copy(update={"batch_size": PROBE_IMAGES})
+    shard = plan.shards[0]
+    reader = get_reader(shard.kind)
+    request = next(iter(reader.requests(shard, probe, None)), None)
+    refused = []
+    for row in itertools.islice(reader.read(request, probe), PROBE_IMAGES) if request else ():
+        if row.error is not None or row.image is None:
+            continue
+        try:
+            width, height = image_size(row.image, max_pixels=spec.max_pixels)
+        except ImageError:
+            continue
+        params = {**spec.task_params, **row.params}
+        if fits(spec, info, params, width, height):
+            return
+        refused.append((row.source_uri, size_message(spec, info, params, width, height)))
+    if refused:
+        first, why = refused[0]
+        raise JobSpecError(f"input_uri: none of the first {len(refused)} image(s) of "
+                           f"'{spec.input_uri}' fits this job ('{first}': {why})")

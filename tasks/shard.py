@@ -15,7 +15,7 @@ import ray
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from .batch_io import commit_shard, load_batch, write_batch
+from .batch_io import commit_shard, load_batch, write_batch_parts
 from .planning import ShardPlan
 from .pool import IO_TASK_CPUS, ActorPool
 from .readers import get_reader
@@ -36,7 +36,9 @@ def _io_options() -> dict[str, Any]:
 
 
 _load = ray.remote(load_batch).options(**_io_options())
-_write = ray.remote(write_batch).options(**_io_options())
+# Two returns: the manifest columns (fetched here) and the PNGs a one-file format's commit writes,
+# which stay in Ray's object store and go straight to the commit task.
+_write = ray.remote(write_batch_parts).options(**_io_options(), num_returns=2)
 _commit = ray.remote(commit_shard).options(**_io_options())
 
 
@@ -48,13 +50,15 @@ def batch_requests(shard: ShardPlan, spec: JobSpec,
     """
     wanted = None if redo_sources is None else set(redo_sources)
     for index, request in enumerate(get_reader(shard.kind).requests(shard, spec, wanted)):
-        yield {**request, "preview": index == 0}
+        yield {**request, "preview": index == 0, "shard_name": shard.output_name}
 
 
-def _submit(request: dict[str, Any], spec: JobSpec, info: RunInfo, actor: Any) -> ray.ObjectRef:
+def _submit(request: dict[str, Any], spec: JobSpec, info: RunInfo,
+            actor: Any) -> tuple[ray.ObjectRef, ray.ObjectRef]:
+    """(manifest columns, PNGs for the commit) of one batch request."""
     loaded = _load.remote(request, spec, info)
     restored = actor.__call__.remote(loaded)
-    return _write.remote(restored, spec, info)
+    return tuple(_write.remote(restored, spec, info))
 
 
 def run_shard(shard: ShardPlan, spec: JobSpec, info: RunInfo, pool: ActorPool,
@@ -63,10 +67,11 @@ def run_shard(shard: ShardPlan, spec: JobSpec, info: RunInfo, pool: ActorPool,
     """Restore one shard with at most ``spec.max_inflight_batches`` batches in flight; commit it.
 
     ``on_progress(shard_id, images done so far)`` is called as each batch's results arrive.
+    The commit gets the batches in request order, so a shard file's rows follow the source's.
     """
     started = time.time()
-    inflight: dict[ray.ObjectRef, tuple[dict, Any, int]] = {}
-    results: list[dict[str, list]] = []
+    inflight: dict[ray.ObjectRef, tuple[dict, Any, int, int, ray.ObjectRef]] = {}
+    done_parts: dict[int, tuple[dict[str, list], ray.ObjectRef]] = {}
     resubmitted = 0
     if on_progress is not None:
         on_progress(shard.shard_id, 0)
@@ -75,24 +80,32 @@ def run_shard(shard: ShardPlan, spec: JobSpec, info: RunInfo, pool: ActorPool,
         nonlocal resubmitted
         while len(inflight) > until:
             done, _ = ray.wait(list(inflight), num_returns=1)
-            request, actor, attempt = inflight.pop(done[0])
+            request, actor, attempt, index, pngs = inflight.pop(done[0])
             try:
-                results.append(ray.get(done[0]))
+                done_parts[index] = (ray.get(done[0]), pngs)
                 if on_progress is not None:
-                    on_progress(shard.shard_id, sum(len(part["id"]) for part in results))
+                    on_progress(shard.shard_id,
+                                sum(len(part["id"]) for part, _ in done_parts.values()))
             except _LOST:
                 if attempt + 1 >= _MAX_BATCH_ATTEMPTS:
                     raise
                 resubmitted += 1
                 fresh = pool.replace(actor)
-                inflight[_submit(request, spec, info, fresh)] = (request, fresh, attempt + 1)
+                cols, pngs = _submit(request, spec, info, fresh)
+                inflight[cols] = (request, fresh, attempt + 1, index, pngs)
 
-    for request in batch_requests(shard, spec, redo_sources):
+    for index, request in enumerate(batch_requests(shard, spec, redo_sources)):
         drain(spec.max_inflight_batches - 1)
         actor = pool.pick()
-        inflight[_submit(request, spec, info, actor)] = (request, actor, 0)
+        cols, pngs = _submit(request, spec, info, actor)
+        inflight[cols] = (request, actor, 0, index, pngs)
     drain(0)
-    counts = ray.get(_commit.remote(shard.shard_id, results, redo_sources, spec, info))
+    ordered = [done_parts[i] for i in sorted(done_parts)]
+    results = [part for part, _ in ordered]
+    # Top-level ObjectRef arguments: Ray hands the commit their values, never this process.
+    counts = ray.get(_commit.remote(shard.shard_id, results, redo_sources, spec, info,
+                                    *(pngs for _, pngs in ordered),
+                                    shard_name=shard.output_name))
     processed = sum(len(part["id"]) for part in results)
     nodes = sorted({n for part in results for n in part["worker_node"] if n})
     return {"shard_id": shard.shard_id, **counts, "processed": processed,

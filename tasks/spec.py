@@ -5,24 +5,36 @@ from __future__ import annotations
 import hashlib
 import json
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from restora_core.choices import ESTIMATES, Precision
+from restora_core.degradations import TASKS, get_task
 
+from .credentials import refuse_credentials
 from .readers import reader_names
+from .writers import LEGACY_FORMAT, writer_names
 
-Task = Literal["inpaint", "box", "random", "superres", "denoise"]
+Task = Literal[TASKS]  # the degradation registry's tasks (`restora tasks`)
 Estimate = Literal[ESTIMATES]
-SizePolicy = Literal["error", "resize", "center-crop"]
+SizePolicy = Literal["tile", "error", "resize", "center-crop"]
 InputKind = Literal["observed", "clean"]
 
 # Fields that change the restored pixels or the manifest rows; batch size, pool size and the
 # like do not (each image's noise comes from image_seed(seed, id)), so they stay out of the hash.
 # The method's parameters enter resolved (task defaults filled in), so changing a published
-# default in the registry invalidates committed shards. Precision enters as resolved, with the
+# default in the registry invalidates committed shards; the task's parameters enter resolved
+# the same way. Precision enters as resolved, with the
 # device kind, through config_hash's arguments.
 _HASHED_FIELDS = ("task", "task_params", "method", "seed", "prior", "prior_preset", "size_policy",
                   "max_pixels", "inputs", "lpips_weights")
@@ -39,14 +51,20 @@ class JobSpecError(ValueError):
 class JobSpec(BaseModel):
     """Everything a restoration run needs; validated once at the edge (CLI, deployment, test)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a refused credential must not come back inside the error's text.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     input_uri: str = Field(description="folder/prefix of images, or of Parquet shards (fsspec URI)")
-    output_uri: str = Field(description="folder/prefix for images/, manifests/, plan/, summary.json")
+    output_uri: str = Field(description="folder/prefix for images/ or data/, manifests/, "
+                            "plan/, summary.json")
     masks_uri: str | None = Field(None, description="prefix of masks with the images' relative paths")
     input_format: str = Field("auto", description="auto, or a format registered in tasks.readers")
+    output_format: str = Field("auto", description="auto (the input's format), or a format "
+                               "registered in tasks.writers")
     task: Task = "inpaint"
-    task_params: dict[str, Any] = Field(default_factory=dict)
+    task_params: dict[str, Any] = Field(
+        default_factory=dict, description="the task's parameters (see `restora tasks`); unset "
+        "ones take the task's defaults")
     method: str = Field("restora_flow", description="a method of `restora methods`")
     method_params: dict[str, Any] = Field(
         default_factory=dict, description="the method's parameters (see `restora methods`); "
@@ -66,7 +84,10 @@ class JobSpec(BaseModel):
         "(needs samples > 1; none: flag is null)")
     prior: str = "digits32"
     prior_preset: str | None = None
-    size_policy: SizePolicy = "error"
+    size_policy: SizePolicy = Field(
+        "tile", description="images whose size differs from the task's input size for the prior: "
+        "tile restores them at their own size in prior-sized tiles (docs/tiling.md); error "
+        "refuses them; resize and center-crop map them onto the prior's grid")
     inputs: InputKind = Field(
         "observed", description="observed: images are already degraded (production); clean: "
         "degrade them synthetically and score against them (psnr, ssim, psnr_hole)")
@@ -90,7 +111,9 @@ class JobSpec(BaseModel):
     id_column: str = "id"
     image_column: str = "image"
     mask_column: str = "mask"
-    storage_options: dict[str, Any] = Field(default_factory=dict)
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec options (endpoint_url, anon, profile...); "
+        "never credentials, which come from the environment (docs/security.md)")
 
     @field_validator("input_uri", "output_uri")
     @classmethod
@@ -107,6 +130,14 @@ class JobSpec(BaseModel):
                              f"{', '.join(reader_names())}")
         return value
 
+    @field_validator("output_format")
+    @classmethod
+    def _known_output_format(cls, value: str) -> str:
+        if value != "auto" and value not in writer_names():
+            raise ValueError(f"unknown output format '{value}'; expected auto or one of "
+                             f"{', '.join(writer_names())}")
+        return value
+
     @field_validator("task_params", "method_params")
     @classmethod
     def _json_params(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -116,14 +147,30 @@ class JobSpec(BaseModel):
             raise ValueError(f"must be JSON values: {exc}") from exc
         return value
 
+    @field_validator("task_params")
+    @classmethod
+    def _task_params(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if info.data.get("task") in TASKS:  # an unknown task is reported on its own
+            get_task(info.data["task"]).make_params(value)
+        return value
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_credentials(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # The spec is the flow's parameter: Prefect stores and shows it, so no secret may ride in it.
+        refuse_credentials(value)
+        return value
+
     @model_validator(mode="after")
     def _coherent(self) -> JobSpec:
         # The method registry imports torch, so it is imported where validation needs it: a spec
         # unpickled in an I/O worker is never validated again and never loads it.
         from restora_core.samplers import METHODS, get_method, methods_for_task
 
-        if self.masks_uri and self.task != "inpaint":
-            raise ValueError(f"masks_uri is only used by task 'inpaint', not '{self.task}'")
+        if self.masks_uri and get_task(self.task).side_input != "mask":
+            users = [name for name in TASKS if get_task(name).side_input == "mask"]
+            raise ValueError(f"masks_uri is only used by the tasks that take a mask {users}, "
+                             f"not '{self.task}'")
         if self.method not in METHODS:
             raise ValueError(f"method: unknown method '{self.method}'; expected one of {METHODS}")
         if self.task not in get_method(self.method).tasks:
@@ -165,17 +212,27 @@ class JobSpec(BaseModel):
         return params_dict(chosen)
 
     @property
+    def resolved_task_params(self) -> dict[str, Any]:
+        """Every parameter of the task as it will run: its defaults plus ``task_params``."""
+        return get_task(self.task).resolved(self.task_params)
+
+    @property
     def uses_references(self) -> bool:
         """Whether inputs are clean references the restored images are scored against."""
         return self.inputs == "clean"
 
-    def config_hash(self, model_id: str, device: str, precision: str) -> str:
+    def config_hash(self, model_id: str, device: str, precision: str,
+                    output_format: str = LEGACY_FORMAT) -> str:
         """sha256 (16 hex) of the fields that change results, the prior's weights hash, the
         device kind the actors run on (cpu/cuda) and the precision ``auto`` resolved to there:
-        a CPU rerun of a GPU job (fp32 vs bf16 pixels) must not take the GPU's shards as done."""
+        a CPU rerun of a GPU job (fp32 vs bf16 pixels) must not take the GPU's shards as done.
+        The output format enters as resolved (it changes every row's output_uri), and only away
+        from image files, the layout of every run before formats existed."""
         payload: dict[str, Any] = {name: getattr(self, name) for name in _HASHED_FIELDS}
         payload.update(method_params=self.resolved_params, model_id=model_id, device=device,
-                       precision=precision)
+                       precision=precision, task_params=self.resolved_task_params)
+        if output_format != LEGACY_FORMAT:
+            payload["output_format"] = output_format
         if self.samples > 1:
             payload.update({name: getattr(self, name) for name in _SAMPLING_FIELDS})
         payload.update({name: getattr(self, name) for name in _HASHED_IF_CHANGED
@@ -215,10 +272,24 @@ class RunInfo:
     # The output lease generation this run holds (tasks.lease); image writes and the shard's
     # commit stop when a newer one exists. None outside a flow run (no lease to check).
     lease_generation: int | None = None
+    # The output format as resolved for the run's input (tasks.writers.resolve_output_format).
+    output_format: str = LEGACY_FORMAT
 
-    def input_resolution(self, spec: JobSpec, params: dict[str, Any] | None = None) -> int:
-        """Side inputs are decoded to: the prior's, or 1/factor of it for observed superres."""
-        if spec.task == "superres" and spec.inputs == "observed":
-            factor = int({**spec.task_params, **(params or {})}.get("factor", 2))
-            return self.resolution // factor
-        return self.resolution
+    def writing(self, spec: JobSpec, output_format: str) -> RunInfo:
+        """This RunInfo for a run that writes ``output_format`` (its config hash follows)."""
+        return replace(self, output_format=output_format, config_hash=spec.config_hash(
+            self.model_id, self.device, self.precision, output_format))
+
+    @property
+    def prior_size(self) -> tuple[int, int]:
+        """The prior's (height, width): the canvas every observation is built on."""
+        return self.resolution, self.resolution
+
+    def input_size(self, spec: JobSpec, params: dict[str, Any] | None = None) -> tuple[int, int]:
+        """(height, width) inputs are decoded to: the task's input geometry for the prior when
+        inputs are observed (superres: 1/factor, outpaint: minus the pads), the prior's size
+        for clean references. ``params`` are a row's task parameters (``spec.task_params``
+        when None); ValueError when they do not fit the prior."""
+        chosen = spec.task_params if params is None else params
+        size = get_task(spec.task).input_for(self.prior_size, chosen)
+        return size if spec.inputs == "observed" else self.prior_size

@@ -1,18 +1,21 @@
-"""fsspec helpers: open a URI, list files, write atomically, classify transient errors."""
+"""fsspec helpers of the pipeline: join URIs, list files, classify transient errors; opening a
+store and writing atomically come from ``restora_core.storage``."""
 
 from __future__ import annotations
 
 import errno
+import os
 import posixpath
-import uuid
-from typing import Any
 
 import fsspec
-from fsspec.core import url_to_fs
+from fsspec.core import split_protocol
 
-# Object stores make a single PUT visible all at once (multipart uploads too), so writing in
-# place is atomic there; on file-like stores we write a temporary name and rename it.
-_OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory", "r2"}
+# One atomic-write helper for the engine and the pipeline (restora_core/storage.py).
+from restora_core.storage import is_object_store, open_fs, protocol, write_atomic
+
+__all__ = ["TransientStorageError", "full_uri", "is_object_store", "is_transient_storage_error",
+           "is_within", "join", "list_files", "location", "open_fs", "read_bytes", "write_atomic"]
+
 _TRANSIENT_ERRNOS = {errno.ECONNRESET, errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EPIPE,
                      errno.EAGAIN, errno.EBUSY, errno.ENETUNREACH, errno.EHOSTUNREACH}
 # S3 error codes that say "try again" (botocore's ClientError, before s3fs turns it into OSError).
@@ -35,9 +38,26 @@ class TransientStorageError(OSError):
     """A storage failure worth retrying (network, throttling, 5xx)."""
 
 
-def open_fs(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    """(filesystem, path without protocol) for any fsspec URI."""
-    return url_to_fs(uri, **(storage_options or {}))
+# Protocol spellings that name the same store, for comparing locations.
+_SAME_STORE = {"s3a": "s3", "gcs": "gs", "local": "file", "abfss": "abfs"}
+
+
+def location(uri: str) -> tuple[str, str]:
+    """(protocol, path) that two URIs of one place share: local paths absolute with links
+    resolved, protocol aliases folded (s3a -> s3), no trailing '/'; for chained URIs the last."""
+    protocol, path = split_protocol(uri.rsplit("::", 1)[-1])
+    protocol = _SAME_STORE.get(protocol or "file", protocol or "file")
+    if protocol == "file":
+        return protocol, os.path.realpath(os.path.expanduser(path))
+    return protocol, path.strip("/")
+
+
+def is_within(inner: str, outer: str) -> bool:
+    """Whether ``inner`` is ``outer`` or lies under it (same store, a prefix at a '/')."""
+    (p_in, in_path), (p_out, out_path) = location(inner), location(outer)
+    if p_in != p_out:
+        return False
+    return in_path == out_path or in_path.startswith(out_path.rstrip("/") + "/")
 
 
 def join(uri: str, *parts: str) -> str:
@@ -51,19 +71,9 @@ def join(uri: str, *parts: str) -> str:
 
 def full_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
     """The protocol-qualified URI of ``path`` on ``fs`` (plain path for local files)."""
-    if _protocol(fs) in ("file", "local"):
+    if protocol(fs) in ("file", "local"):
         return path
     return fs.unstrip_protocol(path)
-
-
-def _protocol(fs: fsspec.AbstractFileSystem) -> str:
-    proto = fs.protocol
-    return proto[0] if isinstance(proto, (tuple, list)) else proto
-
-
-def is_object_store(fs: fsspec.AbstractFileSystem) -> bool:
-    """True for stores where one PUT is atomic (S3, GCS, Azure, memory)."""
-    return _protocol(fs) in _OBJECT_STORES
 
 
 def list_files(fs: fsspec.AbstractFileSystem, root: str, suffixes: tuple[str, ...]) -> list[str]:
@@ -84,26 +94,6 @@ def list_files(fs: fsspec.AbstractFileSystem, root: str, suffixes: tuple[str, ..
 def read_bytes(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
     """Whole file as bytes."""
     return fs.cat_file(path)
-
-
-def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    """Write ``data`` so that readers see either nothing or the whole file, never a part."""
-    parent = posixpath.dirname(path)
-    if is_object_store(fs):
-        fs.pipe_file(path, data)
-        return
-    fs.makedirs(parent, exist_ok=True)
-    tmp = posixpath.join(parent, f".{posixpath.basename(path)}.tmp-{uuid.uuid4().hex}")
-    try:
-        with fs.open(tmp, "wb") as handle:
-            handle.write(data)
-        fs.mv(tmp, path)
-    except BaseException:
-        try:
-            fs.rm(tmp)
-        except (OSError, FileNotFoundError):
-            pass
-        raise
 
 
 def is_transient_storage_error(exc: BaseException | None) -> bool:

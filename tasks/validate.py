@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from restora_core.degradations import get_task
+
 from .spec import JobSpec, JobSpecError, RunInfo
-from .storage import is_object_store, open_fs
+from .storage import is_object_store, is_within, open_fs
 
 
 def _check_location(uri: str, field: str, storage_options: dict[str, Any], must_exist: bool) -> None:
@@ -29,12 +31,21 @@ def _check_location(uri: str, field: str, storage_options: dict[str, Any], must_
         raise JobSpecError(f"{field}: cannot reach '{uri}': {type(exc).__name__}: {exc}") from None
 
 
+def _check_output_outside_input(spec: JobSpec) -> None:
+    """An output under the input would be read back as input by every later run."""
+    if is_within(spec.output_uri, spec.input_uri):
+        raise JobSpecError(f"output_uri: '{spec.output_uri}' lies inside the input "
+                           f"'{spec.input_uri}'; later runs would read its manifests and images "
+                           "as input; choose an output outside the input")
+
+
 def validate_job(spec: JobSpec, device: str = "cpu") -> RunInfo:
     """Check storage and prior (the spec checked the method); return the RunInfo resolved for
     actors on ``device`` (``cpu`` or ``cuda``: ``tasks.pool.actor_device``) or one JobSpecError."""
     from restora_core import load_prior
     from restora_core.runtime import resolve_precision
 
+    _check_output_outside_input(spec)
     _check_location(spec.input_uri, "input_uri", spec.storage_options, must_exist=True)
     if spec.masks_uri:
         _check_location(spec.masks_uri, "masks_uri", spec.storage_options, must_exist=True)
@@ -44,11 +55,10 @@ def validate_job(spec: JobSpec, device: str = "cpu") -> RunInfo:
                            storage_options=spec.storage_options)
     except Exception as exc:  # noqa: BLE001 - report any load failure as one line
         raise JobSpecError(f"prior: cannot load '{spec.prior}': {type(exc).__name__}: {exc}") from None
-    if spec.task == "superres":
-        factor = int(spec.task_params.get("factor", 2))
-        if factor < 1 or prior.resolution % factor:
-            raise JobSpecError(f"task_params.factor: {factor} does not divide the prior's "
-                               f"resolution {prior.resolution}")
+    try:
+        get_task(spec.task).input_for((prior.resolution, prior.resolution), spec.task_params)
+    except ValueError as exc:
+        raise JobSpecError(f"task_params: {exc}") from None
     if spec.lpips_weights:
         from restora_core.metrics import lpips_available
 

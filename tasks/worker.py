@@ -5,6 +5,11 @@ chosen where the pool is launched (``tasks.pool``), never here. ``__call__`` map
 ``dict[str, np.ndarray]`` batch from ``load_batch`` to the same batch plus the restored images,
 per-image status/error, nfe, metrics, device and node, all as columns.
 
+Images of the task's input size for the prior are restored together, ``batch_size`` per network
+pass. An image of another size (size policy ``tile``) is restored alone at its own size by
+``restore_full``: windows around its holes (or the whole image for tasks that restore every
+pixel), cut into prior-sized tiles, ``batch_size`` tiles per network pass (docs/tiling.md).
+
 Calls may run concurrently (Ray ``max_concurrency``, see ``tasks.pool``): the device section of a
 call holds a lock, so one batch samples while another builds its observations or computes its
 metrics on the CPU, and the device is never idle between batches.
@@ -23,6 +28,8 @@ import numpy as np
 import torch
 
 from restora_core import load_prior, restore
+from restora_core.degradations import get_task
+from restora_core.full_resolution import FullResult, restore_full
 from restora_core.metrics import consistency, psnr, psnr_hole, ssim, uncertainty_summary
 from restora_core.metrics.lpips import LPIPS_MIN_SIZE
 from restora_core.noise import generators_for_seeds
@@ -42,8 +49,9 @@ ACTOR_CONCURRENCY = 2
 METRIC_COLUMNS = ("known_fraction", "consistency", "psnr", "ssim", "psnr_hole", "lpips",
                   "uncertainty_mean", "uncertainty_p95")
 # Per-row outputs of the sampler (None where an image was not restored).
+# window_boxes: (top, left, height, width) of each restored window of a tiled image (preview).
 _USED_COLUMNS = ("restored", "observed", "obs_mask", "reference", "nfe", "steps", "corrections",
-                 "method_params", "flag", "uncertainty_map")
+                 "method_params", "windows", "tiles", "window_boxes", "flag", "uncertainty_map")
 
 
 class BatchOutOfMemory(RuntimeError):
@@ -100,13 +108,18 @@ class RestoreWorker:
             self.lpips = LPIPS(spec.lpips_weights).to(self.device)
 
     def _observe(self, image: np.ndarray, mask: np.ndarray | None, params: dict[str, Any],
-                 row_id: str):
+                 row_id: str, any_size: bool = False):
         x = torch.from_numpy(np.ascontiguousarray(image))[None]
         m = None if mask is None else torch.from_numpy(np.ascontiguousarray(mask))[None]
         (gen,) = generators_for_seeds([image_seed(self.spec.seed, f"{row_id}#observation")])
         if self.spec.uses_references:
             return simulate_observation(self.spec.task, x, params=params, generator=gen, mask=m)
-        return make_observation(self.spec.task, x, params=params, generator=gen, mask=m)
+        return make_observation(self.spec.task, x, params=params, generator=gen, mask=m,
+                                size=self.info.prior_size, any_size=any_size)
+
+    def _batched(self, image: np.ndarray, params: dict[str, Any]) -> bool:
+        """Whether an image has the job's input size for the prior (restored in batches)."""
+        return tuple(image.shape[-2:]) == self.info.input_size(self.spec, params)
 
     def _restore_group(self, rows: list[int], batch: dict[str, np.ndarray],
                        params: dict[str, Any], out: dict[str, Any]) -> None:
@@ -129,14 +142,40 @@ class RestoreWorker:
                              max_batch=self.spec.batch_size, **kwargs,
                              **self.spec.resolved_params)
             x = result.images.float().cpu()
-        ran = params_json(result.params)
+        used = {"nfe": result.nfe, "steps": result.steps, "corrections": result.corrections,
+                "method_params": params_json(result.params), "windows": 1, "tiles": 1}
+        self._record(rows, batch, out, x, y, mask, result.std, used)
+
+    def _restore_tiled(self, i: int, batch: dict[str, np.ndarray], params: dict[str, Any],
+                       out: dict[str, Any], tile_batch: int) -> None:
+        """Restore one image of another size at its own size, ``tile_batch`` tiles per pass."""
+        obs = self._observe(batch["image"][i], batch["mask"][i], params, batch["id"][i],
+                            any_size=True)
+        kwargs: dict[str, Any] = {} if obs.sigma is None else {"sigma": obs.sigma}
+        with self._device_lock:
+            full = restore_full(
+                self.prior, obs.y.to(self.device),
+                None if obs.mask is None else obs.mask.to(self.device),
+                whole=get_task(self.spec.task).whole_image, seed=int(batch["seed"][i]),
+                max_batch=tile_batch, method=self.spec.method, task=self.spec.task,
+                samples=self.spec.samples, estimate=self.spec.estimate, **kwargs,
+                **self.spec.resolved_params)
+            x = full.image.float().cpu()
+        self._record([i], batch, out, x, obs.y, obs.mask, full.std, _tiled_used(full, self.spec))
+        out["window_boxes"][i] = [(w.top, w.left, w.height, w.width) for w in full.windows]
+
+    def _record(self, rows: list[int], batch: dict[str, np.ndarray], out: dict[str, Any],
+                x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
+                std: torch.Tensor | None, used: dict[str, Any]) -> None:
+        """Store the restored ``x: (B, C, H, W)`` of ``rows``, their metrics and ``used``
+        (what the sampler ran: nfe, steps, corrections, method_params, windows, tiles)."""
         y_cpu = y.float().cpu()
         m_cpu = None if mask is None else mask.float().cpu()
         metrics = {"known_fraction": (torch.ones(len(rows)) if m_cpu is None
                                       else m_cpu.flatten(1).mean(1)),
                    "consistency": consistency(x, y_cpu, m_cpu)}
-        if result.std is not None:
-            std = result.std.float().cpu()
+        if std is not None:
+            std = std.float().cpu()
             metrics["uncertainty_mean"], metrics["uncertainty_p95"] = uncertainty_summary(std, m_cpu)
             if self.spec.save_uncertainty:
                 for k, i in enumerate(rows):
@@ -155,10 +194,8 @@ class RestoreWorker:
         for k, i in enumerate(rows):
             out["restored"][i] = x[k].numpy()
             # What the sampler ran with (mask_ode/ot_ode/pnp_flow use no corrections).
-            out["nfe"][i] = result.nfe
-            out["steps"][i] = result.steps
-            out["corrections"][i] = result.corrections
-            out["method_params"][i] = ran
+            for name, value in used.items():
+                out[name][i] = value
             if self.spec.save_inputs or batch["preview"][i]:
                 out["observed"][i] = y_cpu[k].numpy()
                 out["obs_mask"][i] = None if m_cpu is None else m_cpu[k].numpy()
@@ -203,6 +240,31 @@ class RestoreWorker:
         for part in (rows[:half], rows[half:]):
             self._restore_fitting(part, batch, params, out)
 
+    def _restore_tiled_fitting(self, i: int, batch: dict[str, np.ndarray],
+                               params: dict[str, Any], out: dict[str, Any]) -> None:
+        """Restore one image of another size, halving the tiles per network pass while the
+        device runs out of memory; ``BatchOutOfMemory`` when one tile per pass does not fit."""
+        tile_batch = self.spec.batch_size
+        while True:
+            try:
+                self._restore_tiled(i, batch, params, out, tile_batch)
+                return
+            except (RuntimeError, MemoryError) as exc:
+                if not (isinstance(exc, MemoryError) or is_out_of_memory(exc)):
+                    raise
+                oom = exc
+            self._free_device_memory()
+            if tile_batch == 1:
+                raise BatchOutOfMemory(
+                    f"out of memory restoring one tile of image ({batch['id'][i]}) on "
+                    f"{self.device} with samples={self.spec.samples}: lower --samples or run on a "
+                    f"device with more memory ({oom})") from oom
+            self.oom_splits += 1
+            logging.getLogger("restora.worker").warning(
+                "out of memory on %d tiles per pass of %s on %s; retrying with %d (%s)",
+                tile_batch, batch["id"][i], self.device, tile_batch // 2, oom)
+            tile_batch //= 2
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Restore every ``status == "ok"`` row; failures become error rows, never exceptions.
 
@@ -220,21 +282,13 @@ class RestoreWorker:
                 groups.setdefault(batch["task_params"][i], []).append(i)
         for params_text, rows in groups.items():
             params = json.loads(params_text)
-            try:
-                self._restore_fitting(rows, batch, params, out)
-            except BatchOutOfMemory:
-                raise
-            except (ValueError, RuntimeError) as exc:
-                if len(rows) == 1:
-                    status[rows[0]], error[rows[0]] = "error", f"restore-failed: {exc}"
-                    continue
-                for i in rows:  # isolate the image that fails
-                    try:
-                        self._restore_fitting([i], batch, params, out)
-                    except BatchOutOfMemory:
-                        raise
-                    except (ValueError, RuntimeError) as single:
-                        status[i], error[i] = "error", f"restore-failed: {single}"
+            batched = [i for i in rows if self._batched(batch["image"][i], params)]
+            _isolating(batched, lambda part, p=params: self._restore_fitting(part, batch, p, out),
+                       status, error)
+            for i in rows:
+                if i not in batched:
+                    _isolating([i], lambda part, p=params: self._restore_tiled_fitting(
+                        part[0], batch, p, out), status, error)
         result = {k: v for k, v in batch.items() if k not in ("image", "mask")}
         result["status"] = object_array(status)
         result["error"] = object_array(error)
@@ -245,3 +299,34 @@ class RestoreWorker:
         result["worker_node"] = object_array([self.node] * n)
         result["restore_end"] = np.full(n, time.time())
         return result
+
+
+def _isolating(rows: list[int], run: Any, status: list[str], error: list[Any]) -> None:
+    """``run(rows)``; when it fails, run each row alone so that only the failing image becomes
+    an error row (running out of memory on one image, ``BatchOutOfMemory``, fails the shard)."""
+    if not rows:
+        return
+    try:
+        run(rows)
+        return
+    except BatchOutOfMemory:
+        raise
+    except (ValueError, RuntimeError) as exc:
+        if len(rows) == 1:
+            status[rows[0]], error[rows[0]] = "error", f"restore-failed: {exc}"
+            return
+    for i in rows:  # isolate the image that fails
+        try:
+            run([i])
+        except BatchOutOfMemory:
+            raise
+        except (ValueError, RuntimeError) as single:
+            status[i], error[i] = "error", f"restore-failed: {single}"
+
+
+def _tiled_used(full: FullResult, spec: JobSpec) -> dict[str, Any]:
+    """What restoring a tiled image ran: nfe in prior-sized tile evaluations, its windows and
+    the most tiles in one; an image with nothing missing ran no sampler (nfe 0)."""
+    ran = full.params or spec.resolved_params
+    return {"nfe": full.nfe, "steps": ran["steps"], "corrections": ran.get("corrections", 0),
+            "method_params": params_json(ran), "windows": len(full.windows), "tiles": full.tiles}

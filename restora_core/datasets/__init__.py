@@ -2,8 +2,8 @@
 
 * :mod:`.arrays` — in-memory sets serving seeded uint8 batches, saved as one ``.npz``
   (numpy only: what the training CLI needs on a bare GPU box).
-* :mod:`.sources` — folders/prefixes of images and Parquet shards (HF ``{bytes, path}`` too),
-  local or ``s3://``, decoded into those sets (needs PIL, and pyarrow for Parquet).
+* Folders, Parquet and WebDataset shards become such sets through the pipeline's readers
+  (``tasks.training_data``, what ``restora train --data`` runs).
 * :mod:`.eval_sets` — the committed held-out evaluation sets (``load_eval_set``). Their
   builders, like those of the shipped priors' training sets, are tooling: ``priors/recipes``.
 
@@ -19,6 +19,7 @@ from .arrays import (
                      block_mean,
                      content_sha256,
                      load_npz,
+                     resize_square,
                      save_npz,
                      sha256_file,
                      to_model_range,
@@ -26,4 +27,4 @@ from .arrays import (
 from .eval_sets import eval_set_names, load_eval_set
 
 __all__ = ["Augment", "CropBox", "CropSourceSet", "ImageArraySet", "TrainingSet", "block_mean",
-           "content_sha256", "eval_set_names", "load_eval_set", "load_npz", "save_npz", "sha256_file", "to_model_range"]
+           "content_sha256", "eval_set_names", "load_eval_set", "load_npz", "resize_square", "save_npz", "sha256_file", "to_model_range"]

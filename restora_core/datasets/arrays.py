@@ -280,6 +280,23 @@ def content_sha256(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def resize_square(img: np.ndarray, resolution: int) -> np.ndarray:
+    """Centre square of ``img: (H, W, C)`` uint8 resized to ``resolution`` (PIL box/area filter
+    when shrinking, bicubic when enlarging)."""
+    from PIL import Image
+
+    h, w, c = img.shape
+    side = min(h, w)
+    y, x = (h - side) // 2, (w - side) // 2
+    sq = img[y:y + side, x:x + side]
+    if side == resolution:
+        return np.ascontiguousarray(sq)
+    pil = Image.fromarray(sq[..., 0] if c == 1 else sq)
+    resample = Image.Resampling.BOX if side > resolution else Image.Resampling.BICUBIC
+    out = np.asarray(pil.resize((resolution, resolution), resample), dtype=np.uint8)
+    return out[..., None] if out.ndim == 2 else out
+
+
 def save_npz(dataset: TrainingSet, path: str, storage_options: dict[str, Any] | None = None) -> str:
     """Write ``dataset`` as a compressed .npz at any fsspec URI; returns its sha256.
 
@@ -287,7 +304,7 @@ def save_npz(dataset: TrainingSet, path: str, storage_options: dict[str, Any] | 
     (N, H, W, C) uint8 and optional ``labels``; "crops": ``source_0000``... (H_i, W_i, C) uint8,
     ``names`` and ``scales``.
     """
-    import fsspec
+    from ..storage import write_uri_atomic
 
     arrays: dict[str, np.ndarray] = {"meta": np.array(json.dumps(dataset.meta, sort_keys=True))}
     if isinstance(dataset, ImageArraySet):
@@ -306,13 +323,7 @@ def save_npz(dataset: TrainingSet, path: str, storage_options: dict[str, Any] | 
         for i, s in enumerate(dataset.sources):
             arrays[f"source_{i:04d}"] = s
     data = npz_bytes(arrays)
-    fs, p = fsspec.core.url_to_fs(path, **(storage_options or {}))
-    parent = p.rsplit("/", 1)[0] if "/" in p else ""
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    with fs.open(p + ".partial", "wb") as f:
-        f.write(data)
-    fs.mv(p + ".partial", p)
+    write_uri_atomic(path, data, storage_options)
     return hashlib.sha256(data).hexdigest()
 
 

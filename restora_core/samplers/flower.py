@@ -15,7 +15,7 @@ import torch
 
 from ..noise import Generators, PerImageNoise, as_generator_list
 from .common import Callback, Velocity, one_step_denoiser
-from .method import Method, param
+from .method import BORROWED, Method, param
 
 _SOURCE = ("Flower repository (mehrsapo/Flower): method=flower with the OT prior on CelebA 128^2 "
            "runs steps 100, num_samples 1 (scripts/script_test_celeba_flower_1_save_iter.sh, "
@@ -98,7 +98,7 @@ ENTRY = Method(
     params=FlowerParams,
     sample=_sample,
     nfe=lambda p, noise: p.steps * p.averages,
-    tasks=("inpaint", "box", "random", "superres", "denoise"),
-    sources={"defaults": _SOURCE},
+    tasks=("inpaint", "box", "random", "superres", "denoise", "outpaint"),
+    sources={"defaults": _SOURCE, "outpaint": BORROWED + _SOURCE},
     needs_mask=False,
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .method import Method, param
+from .method import BORROWED, Method, param
 from .restora_flow import (
     PAPER,
     TASK_SOURCE,
@@ -36,8 +36,10 @@ ENTRY = Method(
     params=MaskODEParams,
     sample=_sample,
     nfe=lambda p, noise: p.steps,
-    tasks=("inpaint", "box", "random", "superres"),
-    task_defaults={task: {"steps": t} for task, t in TASK_STEPS.items()},
+    tasks=("inpaint", "box", "random", "superres", "outpaint"),
+    task_defaults={**{task: {"steps": t} for task, t in TASK_STEPS.items()},
+                   "outpaint": {"steps": TASK_STEPS["box"]}},
     sources={"defaults": "restora_flow's per-task T with c = 0 (the Restora-Flow paper's "
-                         "ablation); " + TASK_SOURCE},
+                         "ablation); " + TASK_SOURCE,
+             "outpaint": BORROWED + "T=64 with c = 0; " + TASK_SOURCE},
 )

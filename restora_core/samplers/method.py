@@ -8,68 +8,24 @@ with the authors' per-task settings. Those two places are the only ones that hol
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from ..degradations import DEFAULT_SIGMA_Y, TASKS, get_task
 from ..noise import Generators
-from ..observations import DEFAULT_DENOISE_SIGMA, DEFAULT_SIGMA_Y, TASKS
+from ..params import ParamInfo, as_dict, build_params, defaults_of, param, param_info
 from .common import Velocity
 
+__all__ = ["Method", "ParamInfo", "Sample", "param", "params_dict"]
+
+# Outpainting has no published setting in any method's sources: entries borrow their box
+# inpainting setting (a missing region, like it) and say so in ``sources["outpaint"]``.
+BORROWED = "outpaint borrows the box inpainting setting (none is published for it): "
+
 Sample = Callable[[Velocity, torch.Tensor, torch.Tensor, Any, float, Generators], torch.Tensor]
-
-
-def param(default: Any, help: str, *, ge: float | None = None, gt: float | None = None,
-          le: float | None = None, lt: float | None = None,
-          choices: tuple[str, ...] | None = None) -> Any:
-    """A parameter field: its default, a one-line meaning and its allowed range or choices."""
-    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices}
-    return field(default=default, metadata=meta)
-
-
-def _coerce(name: str, kind: type, value: Any) -> Any:
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        raise ValueError(f"{name} must be true or false, got {value!r}")
-    if kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    if isinstance(value, str):
-        return value
-    raise ValueError(f"{name} must be a string, got {value!r}")
-
-
-def _check_range(name: str, value: Any, meta: Mapping[str, Any]) -> None:
-    if meta.get("choices") is not None and value not in meta["choices"]:
-        raise ValueError(f"{name} must be one of {list(meta['choices'])}, got {value!r}")
-    bounds = (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
-              ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<"))
-    for key, ok, text in bounds:
-        bound = meta.get(key)
-        if bound is not None and not ok(value, bound):
-            raise ValueError(f"{name} must be {text} {bound}, got {value}")
-
-
-@dataclass(frozen=True)
-class ParamInfo:
-    """One parameter as ``restora methods`` lists it."""
-
-    name: str
-    type: str
-    default: Any
-    help: str
 
 
 @dataclass(frozen=True)
@@ -104,14 +60,12 @@ class Method:
             self.make_params(task, overrides)  # a bad published default fails at import
 
     def param_info(self) -> list[ParamInfo]:
-        """The parameters with their types, generic defaults and meaning."""
-        hints = typing.get_type_hints(self.params)
-        return [ParamInfo(f.name, hints[f.name].__name__, f.default, f.metadata.get("help", ""))
-                for f in dataclasses.fields(self.params)]
+        """The parameters with their types, generic defaults, meaning and range."""
+        return param_info(self.params)
 
     def defaults(self, task: str | None = None) -> dict[str, Any]:
         """The parameter values for ``task`` (generic defaults when None or not overridden)."""
-        values = {f.name: f.default for f in dataclasses.fields(self.params)}
+        values = defaults_of(self.params)
         if task is not None:
             values.update(self.task_defaults.get(task, {}))
         return values
@@ -125,35 +79,35 @@ class Method:
         if task is not None and task not in self.tasks:
             raise ValueError(f"method '{self.name}' does not do task '{task}'; it does "
                              f"{list(self.tasks)}")
-        fields = {f.name: f for f in dataclasses.fields(self.params)}
-        hints = typing.get_type_hints(self.params)
-        values = self.defaults(task)
-        for name, value in (overrides or {}).items():
-            if name not in fields:
-                raise ValueError(f"method '{self.name}' has no parameter '{name}'; it takes "
-                                 f"{list(fields)}")
-            if value is not None:
-                values[name] = value
-        checked = {}
-        for name, value in values.items():
-            value = _coerce(name, hints[name], value)
-            _check_range(name, value, fields[name].metadata)
-            checked[name] = value
-        return self.params(**checked)
+        return build_params(self.params, self.defaults(task), overrides, f"method '{self.name}'")
 
     def denoises(self, task: str | None) -> bool:
-        """Whether a run for ``task`` is denoising: every pixel observed, with noise sigma."""
-        return task == "denoise" or self.tasks == ("denoise",)
+        """Whether a run for ``task`` is denoising: every pixel observed, with noise sigma (a
+        method doing only denoising tasks denoises whatever task it is asked for)."""
+        if task is not None:
+            return get_task(task).denoising
+        return all(get_task(t).denoising for t in self.tasks)
+
+    def default_noise(self, task: str | None, denoising: bool) -> float:
+        """The observation noise when none is given: for a denoising run the default of its
+        task's noise parameter (the method's first denoising task when ``task`` is not one),
+        otherwise the measurement noise sigma_y."""
+        if denoising:
+            names = [task] if task is not None and get_task(task).denoising else list(self.tasks)
+            for name in names:
+                if get_task(name).denoising:
+                    return get_task(name).default_noise()
+        return DEFAULT_SIGMA_Y
 
     def cost(self, task: str | None = None, overrides: Mapping[str, Any] | None = None,
              noise: float | None = None) -> int:
         """Network evaluations for ``task``'s defaults updated with ``overrides``, at observation
-        noise ``noise`` (None: the default sigma for denoising, sigma_y otherwise)."""
+        noise ``noise`` (None: ``default_noise``)."""
         if noise is None:
-            noise = DEFAULT_DENOISE_SIGMA if self.denoises(task) else DEFAULT_SIGMA_Y
+            noise = self.default_noise(task, self.denoises(task))
         return self.nfe(self.make_params(task, overrides), noise)
 
 
 def params_dict(params: Any) -> dict[str, Any]:
     """A parameter dataclass as a plain dict (JSON values)."""
-    return dataclasses.asdict(params)
+    return as_dict(params)

@@ -15,7 +15,7 @@ import torch
 from ..noise import Generators, PerImageNoise, as_generator_list
 from ..schedule import gamma_t, start_index
 from .common import Callback, Velocity, tvec
-from .method import Method, param
+from .method import BORROWED, Method, param
 
 GAMMAS = ("constant", "gamma_t")
 _SCRIPT = ("PnP-Flow repository (annegnx/PnP-Flow) scripts/script_test.sh, CelebA 128^2, "
@@ -100,6 +100,7 @@ _TASKS = {  # ours -> (PnP-Flow problem name, start_time, gamma)
     "random": ("random_inpainting", 0.1, "constant"),
     "superres": ("superresolution", 0.1, "constant"),
     "denoise": ("denoising", 0.3, "gamma_t"),
+    "outpaint": ("inpainting", 0.1, "gamma_t"),  # borrowed from box: no published setting
 }
 
 ENTRY = Method(
@@ -113,8 +114,8 @@ ENTRY = Method(
     task_defaults={task: {"t0": t0, "gamma": g} for task, (_, t0, g) in _TASKS.items()},
     sources={"defaults": "PnP-Flow repository config/method_config/ot_ode.yaml (steps_ode 100, "
                          "start_time 0.2, gamma constant)",
-             **{task: _SCRIPT.format(problem=pr, t0=t0, gamma=g)
-                for task, (pr, t0, g) in _TASKS.items()},
+             **{task: (BORROWED if task == "outpaint" else "")
+                + _SCRIPT.format(problem=pr, t0=t0, gamma=g) for task, (pr, t0, g) in _TASKS.items()},
              # Their super-resolution operator averages blocks and its r_t^2 line has a typo
              # (t*k for t^2); ours decimates, so the mask formula above applies unchanged.
              },

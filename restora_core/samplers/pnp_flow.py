@@ -13,7 +13,7 @@ import torch
 
 from ..noise import Generators, PerImageNoise, as_generator_list
 from .common import Callback, Velocity, one_step_denoiser
-from .method import Method, param
+from .method import BORROWED, Method, param
 
 _SCRIPT = ("PnP-Flow repository (annegnx/PnP-Flow) scripts/script_test.sh, CelebA 128^2, "
            "method=pnp_flow problem={problem}: lr_pnp 1.0, alpha {alpha}, num_samples 5, "
@@ -77,6 +77,7 @@ _TASKS = {  # ours -> (PnP-Flow problem name, alpha)
     "random": ("random_inpainting", 0.01),
     "superres": ("superresolution", 0.3),
     "denoise": ("denoising", 0.8),
+    "outpaint": ("inpainting", 0.5),  # borrowed from box: no published setting
 }
 
 ENTRY = Method(
@@ -90,6 +91,7 @@ ENTRY = Method(
     task_defaults={task: {"alpha": a} for task, (_, a) in _TASKS.items()},
     sources={"defaults": "PnP-Flow repository config/method_config/pnp_flow.yaml (steps_pnp 100, "
                          "lr_pnp 1.0, alpha 0.5, num_samples 5, gamma_style alpha_1_minus_t)",
-             **{task: _SCRIPT.format(problem=pr, alpha=a) for task, (pr, a) in _TASKS.items()}},
+             **{task: (BORROWED if task == "outpaint" else "") + _SCRIPT.format(problem=pr, alpha=a)
+                for task, (pr, a) in _TASKS.items()}},
     needs_mask=False,
 )

@@ -14,7 +14,7 @@ from ..noise import Generators, PerImageNoise, as_generator_list
 from ..runtime import runtime_of
 from ..schedule import correction_schedule
 from .common import Callback, Velocity, one_step_denoiser, tvec
-from .method import Method, param
+from .method import BORROWED, Method, param
 
 PAPER = "Hadzic et al., Restora-Flow, WACV 2026 (arXiv 2511.20152)"
 # The authors' per-task grid sizes T at 128^2 (c = 1 for every task); shared by the c=0 ablation.
@@ -190,7 +190,8 @@ ENTRY = Method(
     params=RestoraFlowParams,
     sample=_sample,
     nfe=lambda p, noise: restora_flow_nfe(p.steps, p.corrections),
-    tasks=("inpaint", "box", "random", "superres"),
-    task_defaults={task: {"steps": t} for task, t in TASK_STEPS.items()},
-    sources={"defaults": TASK_SOURCE},
+    tasks=("inpaint", "box", "random", "superres", "outpaint"),
+    task_defaults={**{task: {"steps": t} for task, t in TASK_STEPS.items()},
+                   "outpaint": {"steps": TASK_STEPS["box"]}},
+    sources={"defaults": TASK_SOURCE, "outpaint": BORROWED + TASK_SOURCE},
 )

@@ -5,9 +5,9 @@ Layout under a checkpoint directory ``<dir>``::
     <dir>/step_000001000.pt   torch.save of {model, ema, optimizer, step, config, ...}
     <dir>/latest.json         {"step": 1000, "file": "step_000001000.pt"}, written last
 
-Each file is written to ``<name>.partial`` and then moved into place (an atomic rename on a
-local disk; on object stores the final object only appears once complete), so an interrupted
-write never leaves a readable half-checkpoint. ``latest.json`` is the commit marker; if it is
+Each file is written with ``restora_core.storage.write_atomic`` (a hidden temporary name and a
+rename on a local disk, one PUT on an object store), so an interrupted write never leaves a
+readable half-checkpoint. ``latest.json`` is the commit marker; if it is
 missing or points at a file that is gone, the highest ``step_*.pt`` is used.
 """
 
@@ -21,18 +21,13 @@ from typing import Any
 import fsspec
 import torch
 
+from ..storage import write_atomic
+
 _STEP_RE = re.compile(r"step_(\d+)\.pt$")
 
 
 def _fs(uri: str, storage_options: dict[str, Any] | None):
     return fsspec.core.url_to_fs(uri, **(storage_options or {}))
-
-
-def _write_atomic(fs, path: str, data: bytes) -> None:
-    tmp = path + ".partial"
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
-    fs.mv(tmp, path)
 
 
 def save_checkpoint(state: dict[str, Any], directory: str, step: int, *, keep: int = 2,
@@ -45,8 +40,8 @@ def save_checkpoint(state: dict[str, Any], directory: str, step: int, *, keep: i
     name = f"step_{step:09d}.pt"
     buf = io.BytesIO()
     torch.save(state, buf)
-    _write_atomic(fs, f"{root}/{name}", buf.getvalue())
-    _write_atomic(fs, f"{root}/latest.json",
+    write_atomic(fs, f"{root}/{name}", buf.getvalue())
+    write_atomic(fs, f"{root}/latest.json",
                   json.dumps({"step": int(step), "file": name}).encode())
     if keep > 0:
         for old in _list_steps(fs, root)[:-keep]:
@@ -60,7 +55,7 @@ def _list_steps(fs, root: str) -> list[tuple[int, str]]:
     out = []
     for p in fs.ls(root, detail=False):
         m = _STEP_RE.search(p)
-        if m and not p.endswith(".partial"):
+        if m:
             out.append((int(m.group(1)), p.rsplit("/", 1)[-1]))
     return sorted(out)
 

@@ -84,17 +84,11 @@ def load_training_set(cfg: TrainConfig) -> tuple[TrainingSet, dict[str, Any]]:
             rot90=ds.augment.rot90 if cfg.rot90 is None else bool(cfg.rot90))
         info = {"source": src, "sha256": sha256_file(src, so), "format": "npz"}
     else:
-        from ..datasets.sources import build_training_set
-
-        mode = "resize" if cfg.data_mode == "auto" else cfg.data_mode
-        ds = build_training_set(src, cfg.resolution, cfg.channels, mode=mode,
-                                scales=cfg.scales or (1, 2, 4), hflip=bool(cfg.hflip),
-                                rot90=bool(cfg.rot90), seed=cfg.seed, storage_options=so)
-        from ..datasets.arrays import content_sha256
-
-        arrays = [ds.images] if hasattr(ds, "images") else list(ds.sources)
-        info = {"source": src, "sha256": content_sha256(*arrays), "format": "decoded images",
-                "sha256_of": "decoded uint8 pixels (content_sha256)"}
+        # Folders, Parquet and WebDataset shards are read by the pipeline's readers, which the
+        # engine does not import: `restora train` decodes them and passes the set in.
+        raise ValueError(f"TrainConfig.data '{src}' is not a .npz/.npy training set: train on "
+                         "image folders, Parquet or WebDataset shards with `restora train "
+                         "--data` (tasks.training_data), or pass dataset= to train()")
     if ds.channels != cfg.channels:
         raise ValueError(f"data has {ds.channels} channels, config says {cfg.channels}")
     info.update({"kind": type(ds).__name__, "count": len(ds),

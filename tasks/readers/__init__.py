@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..storage import list_files
-from .base import InputReader, ShardPlan, SourceRow
+from .base import InputFormatError, InputReader, ShardPlan, SourceRow
 from .images import ImageFolderReader
 from .parquet import ParquetReader
 from .webdataset import WebDatasetReader
@@ -21,7 +21,7 @@ READERS: dict[str, InputReader] = {r.name: r for r in (
     ImageFolderReader(),
 )}
 
-__all__ = ["READERS", "InputReader", "ShardPlan", "SourceRow", "detect_format", "get_reader",
+__all__ = ["READERS", "InputFormatError", "InputReader", "ShardPlan", "SourceRow", "detect_format", "get_reader",
            "reader_names"]
 
 

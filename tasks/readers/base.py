@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     from ..spec import JobSpec
 
 
+class InputFormatError(ValueError):
+    """The input as a whole does not fit its format (e.g. no image column): one job error at
+    plan time, not one error row per image. The message names the file and what it found."""
+
+
 @dataclass(frozen=True)
 class ShardPlan:
     """One shard: a unit of work, retry and resume."""
@@ -30,6 +35,14 @@ class ShardPlan:
     count: int
     items_uri: str | None = None  # readers with item lists: JSON list of item dicts
     file_uri: str | None = None  # readers whose shard is one file (Parquet, tar)
+    # The source's name, which output files mirror: the file's path under the input without its
+    # suffix (None: the shard has no file of its own, and outputs use shard_id).
+    name: str | None = None
+
+    @property
+    def output_name(self) -> str:
+        """What the shard's output files are named after: its source's name, else its id."""
+        return self.name or self.shard_id
 
 
 @dataclass
@@ -63,8 +76,9 @@ class InputReader(Protocol):
     def read(self, request: dict[str, Any], spec: JobSpec) -> Iterator[SourceRow]:
         """The rows of one batch request, in order."""
 
-    def output_relpath(self, row_id: str, shard_id: str) -> str:
-        """Where a row's restored PNG goes, relative to ``<output>/images``."""
+    def output_relpath(self, row_id: str, shard_name: str) -> str:
+        """Where a row's restored PNG goes, relative to ``<output>/images`` (``shard_name``: the
+        shard's ``name``, or its id when it has none)."""
 
 
 def read_uri(uri: str, storage_options: dict[str, Any], what: str) -> bytes:

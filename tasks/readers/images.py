@@ -6,6 +6,8 @@ import posixpath
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from restora_core.degradations import get_task
+
 from ..decode import IMAGE_SUFFIXES, ImageError
 from ..storage import full_uri, join, list_files, open_fs
 from .base import ShardPlan, SourceRow, item_list_requests, read_uri
@@ -72,12 +74,12 @@ class ImageFolderReader:
                             has_mask_ref=item.get("mask") is not None)
             try:
                 row.image = read_uri(row.source_uri, spec.storage_options, "image")
-                if row.has_mask_ref and spec.task == "inpaint":
+                if row.has_mask_ref and get_task(spec.task).side_input == "mask":
                     row.mask = read_uri(row.mask_uri, spec.storage_options, "mask")
             except ImageError as exc:
                 row.error = exc
             yield row
 
-    def output_relpath(self, row_id: str, shard_id: str) -> str:
+    def output_relpath(self, row_id: str, shard_name: str) -> str:
         """The input's own relative layout."""
         return f"{row_id}.png"

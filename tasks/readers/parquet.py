@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from ..decode import ImageError
 from ..storage import full_uri, join, list_files, open_fs
-from .base import ShardPlan, SourceRow, parse_params, read_uri
+from .base import InputFormatError, ShardPlan, SourceRow, parse_params, read_uri
 
 if TYPE_CHECKING:
     from ..spec import JobSpec
@@ -88,15 +88,24 @@ class ParquetReader:
     suffixes = (".parquet",)
 
     def plan(self, spec: JobSpec, fs: Any, root: str) -> list[tuple[ShardPlan, list[dict] | None]]:
-        """One shard per file (row counts from the footers); no item lists."""
-        files = [root] if fs.isfile(root) else [
-            posixpath.join(root, rel) for rel in list_files(fs, root, self.suffixes)]
+        """One shard per file (row counts from the footers), named after it; no item lists. A
+        file without the image column is an InputFormatError naming its columns."""
+        single = fs.isfile(root)
+        rels = [posixpath.basename(root)] if single else list_files(fs, root, self.suffixes)
         shards = []
-        for index, path in enumerate(files):
+        for index, rel in enumerate(rels):
+            path = root if single else posixpath.join(root, rel)
             with fs.open(path, "rb") as handle:
-                rows = pq.read_metadata(handle).num_rows
-            shards.append((ShardPlan(f"shard-{index:05d}", self.name, rows,
-                                     file_uri=full_uri(fs, path)), None))
+                meta = pq.read_metadata(handle)
+            columns = meta.schema.to_arrow_schema().names
+            if spec.image_column not in columns:
+                raise InputFormatError(
+                    f"Parquet file '{full_uri(fs, path)}' has no image column "
+                    f"'{spec.image_column}'; its columns: {', '.join(columns)} (set "
+                    "image_column in a --spec file to the column that holds the image bytes)")
+            shards.append((ShardPlan(f"shard-{index:05d}", self.name, meta.num_rows,
+                                     file_uri=full_uri(fs, path),
+                                     name=posixpath.splitext(rel)[0]), None))
         return shards
 
     def requests(self, shard: ShardPlan, spec: JobSpec,
@@ -128,6 +137,6 @@ class ParquetReader:
                 row.error = exc
             yield row
 
-    def output_relpath(self, row_id: str, shard_id: str) -> str:
-        """Under the shard's folder: ids need only be unique within one file."""
-        return f"{shard_id}/{row_id}.png"
+    def output_relpath(self, row_id: str, shard_name: str) -> str:
+        """Under a folder named after the file: ids need only be unique within one file."""
+        return f"{shard_name}/{row_id}.png"

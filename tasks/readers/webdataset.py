@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from restora_core.degradations import get_task
+
 from ..decode import IMAGE_SUFFIXES, ImageError
 from ..storage import full_uri, is_transient_storage_error, join, list_files, open_fs
 from .base import ShardPlan, SourceRow, item_list_requests, parse_params
@@ -147,11 +149,12 @@ class WebDatasetReader:
         with ThreadPoolExecutor(max_workers=_INDEX_THREADS) as pool:
             listed = list(pool.map(lambda t: tar_items(fs, t[0], prefix=t[1][: -len(".tar")]), tars))
         shards = []
-        for index, ((path, _), items) in enumerate(zip(tars, listed)):
+        for index, ((path, rel), items) in enumerate(zip(tars, listed)):
             shard_id = f"shard-{index:05d}"
             shards.append((ShardPlan(shard_id, self.name, len(items),
                                      items_uri=join(spec.output_uri, "plan", f"{shard_id}.json"),
-                                     file_uri=full_uri(fs, path)), items))
+                                     file_uri=full_uri(fs, path), name=rel[: -len(".tar")]),
+                           items))
         return shards
 
     def requests(self, shard: ShardPlan, spec: JobSpec,
@@ -164,7 +167,7 @@ class WebDatasetReader:
         items = request["items"]
         wanted = [(i, part) for i, it in enumerate(items) if not it["error"]
                   for part in ("image", "mask", "json") if it[part] is not None
-                  and (part != "mask" or spec.task == "inpaint")]
+                  and (part != "mask" or get_task(spec.task).side_input == "mask")]
         fs, path = open_fs(request["file"], spec.storage_options)
         fetched: dict[tuple[int, str], bytes] = {}
         failure = None
@@ -194,7 +197,7 @@ class WebDatasetReader:
                 row.error = exc
             yield row
 
-    def output_relpath(self, row_id: str, shard_id: str) -> str:
+    def output_relpath(self, row_id: str, shard_name: str) -> str:
         """``<tar path>/<key>.png``: the ids already name their tar."""
         return f"{row_id}.png"
 

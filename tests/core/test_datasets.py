@@ -1,5 +1,6 @@
-"""Training images: sources (folders, Parquet incl. HF image structs, s3), seeded batches, crops
-and augmentations, the .npz format, and the committed evaluation sets' provenance."""
+"""Training images: seeded batches, crops and augmentations, the .npz format (local and s3), and
+the committed evaluation sets' provenance. Sources (folders, Parquet, WebDataset) are read by
+tasks.training_data: tests/pipeline/test_training_data.py."""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from restora_core.datasets import (
     to_model_range,
 )
 from restora_core.datasets.arrays import dihedral
-from restora_core.datasets.sources import build_training_set, iter_image_bytes
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "restora_core" / "data"
 
@@ -148,74 +148,6 @@ def test_plain_float_arrays_are_accepted(tmp_path):
     ds = load_npz(str(tmp_path / "x.npy"), 8, channels=3)
     assert ds.images.shape == (6, 8, 8, 3) and ds.images.dtype == np.uint8
     assert np.abs(to_model_range(ds.images[..., 0]) - x[:, 0]).max() <= 1 / 127.5 + 1e-6
-
-
-# --------------------------------------------------------------------------------------- sources
-
-def test_folder_of_images_builds_resized_and_crop_sets(tmp_path):
-    imgs = rgb_images(4, 40, 48)
-    (tmp_path / "sub").mkdir()
-    for i, im in enumerate(imgs):
-        (tmp_path / ("sub" if i % 2 else ".") / f"im{i}.png").write_bytes(png(im))
-    (tmp_path / "notes.txt").write_text("not an image")
-    (tmp_path / "broken.png").write_bytes(b"garbage")
-    ds = build_training_set(str(tmp_path), 16, 3, mode="resize")
-    assert isinstance(ds, ImageArraySet) and ds.images.shape == (4, 16, 16, 3)
-    assert ds.meta["skipped"] == 1
-    gray = build_training_set(str(tmp_path), 16, 1, mode="crop", scales=(1, 2), hflip=True)
-    assert isinstance(gray, CropSourceSet) and gray.channels == 1
-    assert gray.batch(0, 6).shape == (6, 1, 16, 16)
-    with pytest.raises(ValueError, match="cannot decode"):
-        build_training_set(str(tmp_path), 16, 3, on_error="raise")
-
-
-@pytest.mark.parametrize("hf_struct", [True, False])
-def test_parquet_shards_with_image_bytes(tmp_path, hf_struct):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    imgs = rgb_images(6, 32, 32)
-    for shard in range(2):
-        rows = [png(im) for im in imgs[shard * 3:(shard + 1) * 3]]
-        if hf_struct:
-            col = pa.array([{"bytes": b, "path": f"{i}.png"} for i, b in enumerate(rows)],
-                           type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
-            table = pa.table({"image": col, "label": [0, 1, 2]})
-        else:
-            table = pa.table({"id": ["a", "b", "c"], "jpg": pa.array(rows, pa.binary())})
-        pq.write_table(table, tmp_path / f"part-{shard}.parquet")
-    keys = [k for k, _ in iter_image_bytes(str(tmp_path))]
-    assert len(keys) == 6 and keys[0].endswith("part-0.parquet#0")
-    ds = build_training_set(str(tmp_path), 32, 3)
-    assert np.array_equal(ds.images, np.stack(imgs))
-
-
-@pytest.mark.integration
-def test_images_under_an_s3_prefix(monkeypatch):
-    from moto.server import ThreadedMotoServer
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        import s3fs
-
-        endpoint = f"http://127.0.0.1:{server._server.server_port}"
-        opts = {"key": "testing", "secret": "testing", "endpoint_url": endpoint}
-        fs = s3fs.S3FileSystem(**opts)
-        fs.mkdir("imgs")
-        imgs = rgb_images(3, 20, 20)
-        for i, im in enumerate(imgs):
-            fs.pipe(f"imgs/train/{i}.png", png(im))
-        ds = build_training_set("s3://imgs/train", 20, 3, storage_options=opts)
-        assert np.array_equal(ds.images, np.stack(imgs))
-        sha = save_npz(ds, "s3://imgs/sets/train.npz", storage_options=opts)
-        back = load_npz("s3://imgs/sets/train.npz", 20, storage_options=opts)
-        assert np.array_equal(back.images, ds.images) and len(sha) == 64
-    finally:
-        server.stop()
 
 
 # ------------------------------------------------------------------------ shipped evaluation sets

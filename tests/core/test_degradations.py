@@ -72,5 +72,55 @@ def test_bad_masks_and_boxes_are_refused():
         box_mask(1, 8, 8, (4, 4, 8, 8))
     with pytest.raises(ValueError, match="differs from image size"):
         make_observation("inpaint", torch.zeros(1, 1, 8, 8), mask=torch.ones(1, 1, 4, 4))
-    with pytest.raises(ValueError, match="unknown task"):
+    with pytest.raises(ValueError, match="unknown task .colorize.; expected one of"):
         make_observation("colorize", torch.zeros(1, 1, 8, 8))
+
+
+def test_observed_outpaint_places_the_input_inside_a_missing_border():
+    image = torch.rand(2, 3, 12, 10) * 2 - 1
+    obs = make_observation("outpaint", image, params={"pad": [1, 2, 3, 4]}, size=(16, 16))
+    assert obs.y.shape == (2, 3, 16, 16) and obs.mask.shape == (2, 1, 16, 16)
+    inside = torch.zeros(16, 16)
+    inside[1:13, 4:14] = 1.0
+    assert torch.equal(obs.mask[:, 0], inside.expand(2, -1, -1))
+    assert torch.equal(obs.y[..., 1:13, 4:14], image)
+    assert obs.y.mul(1 - obs.mask).abs().sum() == 0
+
+
+def test_observed_outpaint_with_the_default_pad_needs_the_prior_size_and_checks_the_input():
+    obs = make_observation("outpaint", torch.zeros(1, 1, 12, 12), size=(16, 16))
+    assert obs.y.shape == (1, 1, 16, 16) and obs.mask[0, 0, 2:14, 2:14].all()
+    assert obs.mask.sum() == 144
+    with pytest.raises(ValueError, match="default pad needs the prior's size"):
+        make_observation("outpaint", torch.zeros(1, 1, 12, 12))
+    with pytest.raises(ValueError, match="takes a 12x12 input for a prior of 16x16, got 16x16"):
+        make_observation("outpaint", torch.zeros(1, 1, 16, 16), size=(16, 16))
+
+
+def test_simulated_outpaint_masks_exactly_the_pad_border_of_the_clean_reference():
+    clean = torch.rand(2, 1, 16, 16) * 2 - 1
+    obs = simulate_observation("outpaint", clean, generator=generators_for_seeds([0, 1]),
+                               sigma_y=0.0)
+    assert obs.y.shape == clean.shape
+    assert torch.equal(obs.mask[..., 2:14, 2:14], torch.ones(2, 1, 12, 12))
+    assert obs.mask.sum() == 2 * 144  # nothing outside the centre is known
+    assert torch.equal(obs.y, clean * obs.mask)
+    with pytest.raises(ValueError, match="leaves no known pixels"):
+        simulate_observation("outpaint", clean, params={"pad": [0, 8, 0, 8]},
+                             generator=generators_for_seeds([0, 1]))
+
+
+def test_outpainted_known_pixels_survive_a_restora_flow_restore():
+    from restora_core import restore
+
+    from .analytic import ConstantImagePrior
+
+    image = torch.full((1, 3, 12, 12), 0.3) + 0.05 * torch.randn(1, 3, 12, 12)
+    obs = make_observation("outpaint", image, size=(16, 16))
+    result = restore(ConstantImagePrior(), obs.y, obs.mask, method="restora_flow",
+                     task="outpaint", steps=8, paste_known=True, sigma_y=0.0)
+    assert result.images.shape == (1, 3, 16, 16) and result.params["steps"] == 8
+    assert torch.equal(result.images[..., 2:14, 2:14], image.clamp(-1, 1))
+    border = result.images * (1 - obs.mask)
+    # the constant-image prior fills the border near the image's mean level
+    assert abs(border.sum() / (1 - obs.mask).sum() / 3 - 0.3) < 0.15

@@ -24,7 +24,6 @@ from restora_core.training import (
     step_seed,
     train,
 )
-from restora_core.training.cli import config_from_args, main
 
 TINY_MODEL = {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [],
               "dropout": 0.0}
@@ -200,33 +199,23 @@ def test_exported_prior_loads_with_a_complete_card(tmp_path):
         assert torch.allclose(a, b.half().float())
 
 
-# ------------------------------------------------------------------------------------ the CLI
+# ------------------------------------------------------------------------ the command (restora train)
 
-def test_cli_trains_from_an_npz_and_records_its_command(tmp_path, capsys):
-    from restora_core.datasets import save_npz
+def test_train_command_flags_override_the_recipe():
+    from flows.train_prior import config_from_argv
 
-    data = tmp_path / "d.npz"
-    sha = save_npz(ImageArraySet(tiny_images(40), 16), str(data))
-    out = tmp_path / "p.safetensors"
-    argv = ["--data", str(data), "--resolution", "16", "--channels", "1",
-            "--model", json.dumps(TINY_MODEL), "--batch-size", "4", "--max-steps", "2",
-            "--log-every", "1", "--sample-count", "4", "--sample-steps", "2",
-            "--output", str(out), "--no-resume"]
-    assert main(argv) == 0
-    lines = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
-    assert lines[-1]["event"] == "summary" and lines[-1]["step"] == 2
-    card = load_prior(str(out)).card
-    assert card["command"].startswith("python -m restora_core.training --data")
-    assert card["data"]["sha256"] == sha
-    assert (tmp_path / "p_samples.png").exists()
-
-
-def test_cli_flags_override_the_recipe():
-    cfg = config_from_args(["--recipe", "photo32", "--device", "cuda", "--bf16",
-                            "--max-seconds", "10", "--no-ot-coupling"])
-    assert cfg.channels == 3 and cfg.device == "cuda" and cfg.bf16
-    assert cfg.max_seconds == 10.0 and not cfg.ot_coupling
+    cfg, recipe, _ = config_from_argv(["--recipe", "photo32", "--device", "cuda", "--bf16",
+                                       "--max-seconds", "10", "--set", "ot_coupling=false",
+                                       "--resolution", "48", "--output", "p.safetensors"])
+    assert recipe == "photo32" and cfg.channels == 3 and cfg.device == "cuda" and cfg.bf16
+    assert cfg.max_seconds == 10.0 and not cfg.ot_coupling and cfg.resolution == 48
     assert cfg.model["attn_resolutions"] == [16]
+    assert cfg.command.startswith("restora train --recipe photo32")
+
+
+def test_the_engine_loop_points_image_sources_to_the_train_command():
+    with pytest.raises(ValueError, match="restora train"):
+        train(TrainConfig(data="some/folder/", max_steps=1))
 
 
 # --------------------------------------------------------------------------- the Prefect flow

@@ -14,12 +14,15 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 _RUN_DIR = Path(tempfile.mkdtemp(prefix="rit-"))
+# Ray keeps its default token authentication (tests/conftest.py gives this run its own token).
 for _key, _value in {
-    "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_TMPDIR": str(_RUN_DIR / "ray"),
     "PREFECT_HOME": str(_RUN_DIR / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "60",
@@ -117,6 +120,79 @@ def prefect_api(url: str, path: str, body: dict | None = None, deadline_s: float
     return call_with_retry(call, what=f"Prefect API {path}", deadline_s=deadline_s)
 
 
+def ray_token(env: dict[str, str]) -> str:
+    """The Ray token a process with ``env`` sends: RAY_AUTH_TOKEN, else RAY_AUTH_TOKEN_PATH's."""
+    return env.get("RAY_AUTH_TOKEN") or Path(env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
+
+
+def dashboard_get(url: str, path: str, token: str | None = None) -> tuple[int, bytes]:
+    """(status, body) of a GET on a Ray dashboard, with ``token`` as the bearer when given."""
+    import urllib.error
+
+    req = urllib.request.Request(url + path)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@contextmanager
+def local_ray_head(tmp_path: Path, env: dict[str, str]) -> Iterator[str]:
+    """`ray start --head --block` on 127.0.0.1 with ``env``; yields its job server's URL.
+
+    Its token is the one ``env`` gives (a head started with a token source runs in token mode).
+    """
+    port, dash = free_port(), free_port()
+    temp = Path("/tmp") / f"rth{tmp_path.name[-6:]}"
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+         "--node-ip-address=127.0.0.1", f"--port={port}", "--dashboard-host=127.0.0.1",
+         f"--dashboard-port={dash}", "--include-dashboard=true", "--num-cpus=2",
+         # Own agent ports: the session's local Ray (other tests) already holds the defaults,
+         # and a head whose dashboard agent cannot bind answers "No available agent" forever.
+         f"--dashboard-agent-listen-port={free_port()}",
+         f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}",
+         f"--runtime-env-agent-port={free_port()}", f"--ray-client-server-port={free_port()}",
+         f"--temp-dir={temp}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    url = f"http://127.0.0.1:{dash}"
+    token = ray_token(env)
+
+    def healthy() -> bool:
+        try:
+            return dashboard_get(url, "/api/version", token)[0] == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(healthy, timeout=90, what="the Ray head's job server")
+        yield url
+    finally:
+        stop_process_group(proc, grace=20)
+
+
+def submit_job(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`infra/ray/submit.sh ARGS` with ``env``, resubmitted while the job server is starting."""
+    from .retry import TransientServiceError
+
+    def once() -> subprocess.CompletedProcess:
+        proc = subprocess.run(["bash", "infra/ray/submit.sh", *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=280, check=False)
+        text = proc.stdout + proc.stderr
+        if proc.returncode != 0 and "submitted successfully" not in text and any(
+                sign in text for sign in ("Connection refused", "503", "Failed to connect",
+                                          "No available agent")):
+            # The job server (or, right after the head starts, its job agent) was not ready and
+            # the job never started: resubmit.
+            raise TransientServiceError(text[-500:])
+        return proc
+
+    return call_with_retry(once, what="ray job submit", deadline_s=180)
+
+
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory):
     """`prefect server start --host 127.0.0.1` with its own database; stopped with its group."""
@@ -168,7 +244,8 @@ def s3(s3_endpoint, request):
     """(s3fs filesystem, storage_options, bucket) with a fresh bucket for this test."""
     import s3fs
 
-    options = {"key": "testing", "secret": "testing", "endpoint_url": s3_endpoint}
+    # Credentials come from the environment (AWS_ACCESS_KEY_ID above), as in production.
+    options = {"endpoint_url": s3_endpoint}
     fs = s3fs.S3FileSystem(**options)
     bucket = "b-" + request.node.name.lower().replace("_", "-")[:50].strip("-")
     call_with_retry(lambda: fs.mkdir(bucket), what=f"create bucket {bucket} on moto")

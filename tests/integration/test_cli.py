@@ -36,7 +36,7 @@ def test_bad_job_specs_fail_fast_with_one_message(tmp_path, tiny_prior, s3_endpo
     cases = {
         "task": (["--task", "colorize", "--prior", tiny_prior],
                  ("argument --task: invalid choice: 'colorize' (choose from 'inpaint', 'box', "
-                 "'random', 'superres', 'denoise')")),
+                 "'random', 'superres', 'denoise', 'outpaint')")),
         "bucket": (["--task", "box", "--prior", tiny_prior, "--endpoint-url", s3_endpoint,
                     "--output", "s3://no-such-bucket/out"],
                    "--output: bucket 'no-such-bucket' of 's3://no-such-bucket/out' does not exist"),
@@ -53,8 +53,20 @@ def test_bad_job_specs_fail_fast_with_one_message(tmp_path, tiny_prior, s3_endpo
     assert not (tmp_path / "out").exists()
 
 
+def _alive(proc) -> bool:
+    import psutil
+
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 @pytest.mark.timeout(420)
-def test_a_killed_run_loses_nothing_committed_and_resumes(tmp_path, tiny_prior):
+def test_a_killed_run_leaves_no_services_loses_nothing_committed_and_resumes(tmp_path,
+                                                                             tiny_prior):
+    import psutil
+
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     for i, img in enumerate(gray_images(40, seed=5)):
@@ -64,11 +76,21 @@ def test_a_killed_run_loses_nothing_committed_and_resumes(tmp_path, tiny_prior):
             "--num-actors", "1", "--max-concurrent-shards", "1"]
     env = child_env(PREFECT_HOME=str(tmp_path / "prefect"))
     proc = start_cli(*args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc_pid = proc.pid
     manifests = out / "manifests"
     try:
         wait_for(lambda: manifests.exists() and len(list(manifests.glob("*.parquet"))) >= 3,
                  timeout=240, what="three committed shards")
-        os.killpg(proc.pid, signal.SIGKILL)
+        # What the run started: Prefect's ephemeral server, Ray's gcs/raylet/agents/workers
+        # (workers in process groups of their own), and the watchdog.
+        started = psutil.Process(proc.pid).children(recursive=True)
+        names = " ".join(" ".join(p.cmdline()) for p in started)
+        assert "uvicorn" in names and "raylet" in names and "watchdog.py" in names
+        os.kill(proc.pid, signal.SIGKILL)  # the driver alone, as `kill -9 <pid>` does
+        proc.wait(timeout=10)
+        wait_for(lambda: not any(_alive(p) for p in started), timeout=15,
+                 what="every process the killed run started to die: "
+                      + ", ".join(f"{p.pid} {p.name()}" for p in started if _alive(p)))
     finally:
         stop_process_group(proc)
     committed = sorted(manifests.glob("*.parquet"))
@@ -83,6 +105,10 @@ def test_a_killed_run_loses_nothing_committed_and_resumes(tmp_path, tiny_prior):
     stamps = {p.name: p.stat().st_mtime_ns for p in committed}
 
     proc = restora_cli(*args, env=env, timeout=300)
+    logged = proc.stdout + proc.stderr
+    assert "took over the output from run " in logged and f"pid {proc_pid}" in logged
+    assert f"{20 - len(committed)} shard(s) of the plan have no manifest" in logged
+    assert len(list((out / "leases").glob("*.json"))) == 1  # the dead run's lease was pruned
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"] == {"total": 40, "ok": 40, "error": 0}
     assert summary["shards"]["skipped"] == len(committed)
@@ -139,13 +165,44 @@ def test_version_examples_and_errors_that_name_the_flag_and_the_allowed_values()
     assert bad.returncode == 2 and "--steps: Input should be greater than or equal to 1" in bad.stderr
 
 
-def test_a_recipe_whose_dataset_is_not_built_says_how_to_build_it(tmp_path, monkeypatch):
-    from flows.train_prior import config_from_argv, missing_data_message
+@pytest.mark.timeout(120)
+def test_tasks_lists_every_task_with_its_parameters_geometry_side_input_and_methods():
+    from restora_core.degradations import TASKS
+
+    listed = json.loads(restora_cli("tasks", "--json", timeout=60).stdout)
+    assert [t["task"] for t in listed] == list(TASKS)
+    by_name = {t["task"]: t for t in listed}
+    assert by_name["superres"]["parameters"] == [{
+        "name": "factor", "type": "int", "default": 2, "range": ">= 1",
+        "help": "scale factor s: the input is 1/s of the prior's size per side"}]
+    assert by_name["superres"]["input_size"] == "the prior's size / factor"
+    assert by_name["inpaint"]["side_input"] == "mask" and by_name["box"]["side_input"] is None
+    assert by_name["denoise"]["methods"] == ["restora_flow_denoise", "ot_ode", "pnp_flow", "flower"]
+    assert "restora_flow" in by_name["outpaint"]["methods"]
+    text = restora_cli("tasks", timeout=60).stdout
+    assert "outpaint: extend the canvas by pad pixels per edge" in text
+    assert "    sigma (float, default 0.2, > 0.0, < 1.0): noise std on the [-1, 1] scale" in text
+    assert "  side input: mask (--masks)" in text
+    assert "pad (int[4] | None, default None, >= 0)" in text
+    help_text = restora_cli("restore", "--help", timeout=60).stdout
+    assert "superres: factor" in " ".join(help_text.split())
+
+
+@pytest.mark.timeout(180)
+def test_a_recipe_whose_dataset_is_not_built_builds_it_and_says_so(tmp_path, monkeypatch, capsys):
+    from flows.train_prior import build_recipe_set, config_from_argv, missing_data_message
 
     monkeypatch.chdir(tmp_path)
     cfg, recipe, _ = config_from_argv(["--recipe", "digits32", "--output", "p.safetensors"])
     message = missing_data_message(cfg, recipe)
     assert "--recipe digits32" in message and "scripts/build_datasets.py --only digits32" in message
+    assert build_recipe_set(cfg, recipe) is None
+    assert "not built yet; building it now" in capsys.readouterr().err
+    from restora_core.datasets import load_npz
+
+    built = load_npz(cfg.data, cfg.resolution)
+    assert len(built) > 4000 and built.images.shape[1:] == (32, 32, 1)
+    assert missing_data_message(cfg, recipe) is None
     assert cfg.checkpoint_dir == "p.ckpt"  # beside the output, never the recipe's own folder
     with pytest.raises(SystemExit):  # no --output: the shipped prior is never overwritten
         config_from_argv(["--recipe", "digits32"])
@@ -197,3 +254,78 @@ def test_train_a_prior_then_restore_with_it(tmp_path, prefect_server):
     assert summary["images"] == {"total": 6, "ok": 6, "error": 0}
     table = pq.read_table(tmp_path / "restored" / "manifests")
     assert set(table["model_id"].to_pylist()) == {prior.model_id}
+
+
+@pytest.mark.timeout(420)
+def test_exit_codes_tell_a_refused_job_from_one_where_every_row_failed(tmp_path, tiny_prior):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, img in enumerate(gray_images(3)):
+        (src / f"img{i}.png").write_bytes(png(img))
+    env = child_env(PREFECT_HOME=str(tmp_path / "prefect"))
+    common = ["--prior", tiny_prior, "--steps", "2", "--num-actors", "1"]
+
+    inside = restora_cli("restore", "--input", str(src), "--output", str(src / "restored"),
+                         "--task", "box", *common, env=env, check=False, timeout=90)
+    assert inside.returncode == 2
+    assert f"--output: '{src}/restored' lies inside the input '{src}'" in inside.stderr
+    assert not (src / "restored").exists()
+
+    # The tiny prior is 16x16, so superres by 2 takes 8x8 inputs: every 16x16 image is off,
+    # which the plan finds from the first images' headers, before any actor starts.
+    superres = restora_cli("restore", "--input", str(src), "--output", str(tmp_path / "sr"),
+                           "--task", "superres", "--size-policy", "error", *common, env=env,
+                           check=False, timeout=300)
+    assert superres.returncode == 2, superres.stderr[-3000:]
+    assert ("the input must be 8x8 for tiny16.safetensors at factor 2 (got 16x16"
+            in superres.stderr)
+    assert not (tmp_path / "sr" / "manifests").exists()
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for i in range(3):
+        (broken / f"b{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    failed = restora_cli("restore", "--input", str(broken), "--output", str(tmp_path / "b-out"),
+                         "--task", "box", *common, env=env, check=False, timeout=300)
+    assert failed.returncode == 3, failed.stderr[-3000:]
+    assert "none of the 3 images was restored" in failed.stderr
+    assert "restored 0/3 images (3 errors)" in failed.stdout
+
+
+@pytest.mark.timeout(420)
+def test_images_of_any_size_come_back_at_their_own_size_and_cost_what_their_holes_cost(
+        tmp_path):
+    from PIL import Image
+
+    from restora_core.samplers import get_method
+
+    rng = np.random.default_rng(0)
+    src, masks, out = tmp_path / "in", tmp_path / "masks", tmp_path / "out"
+    src.mkdir()
+    masks.mkdir()
+    shapes = {"prior": (32, 32), "large": (50, 70), "short": (20, 40), "deep": (41, 33)}
+    images = {}
+    for name, (h, w) in shapes.items():
+        dtype = np.uint16 if name == "deep" else np.uint8  # a 16-bit input stays 16-bit
+        images[name] = rng.integers(0, np.iinfo(dtype).max + 1, (h, w), dtype=dtype)
+        mask = np.full((h, w), 255, np.uint8)
+        mask[h // 2:h // 2 + 4, w // 3:w // 3 + 4] = 0  # one small hole
+        (src / f"{name}.png").write_bytes(png(images[name]))
+        (masks / f"{name}.png").write_bytes(png(mask))
+
+    restora_cli("restore", "--input", str(src), "--masks", str(masks), "--output", str(out),
+                "--task", "inpaint", "--prior", "digits32", "--steps", "2", "--num-actors", "1",
+                env=child_env(PREFECT_HOME=str(tmp_path / "prefect")), timeout=400)
+
+    rows = {r["id"]: r for r in pq.read_table(out / "manifests").to_pylist()}
+    one_tile = get_method("restora_flow").cost("inpaint", {"steps": 2})
+    for name, pixels in images.items():
+        row = rows[name]
+        assert row["status"] == "ok", row["error"]
+        assert (row["nfe"], row["windows"], row["tiles"]) == (one_tile, 1, 1)
+        with Image.open(out / "images" / f"{name}.png") as img:
+            restored = np.asarray(img)
+        assert restored.shape == pixels.shape and restored.dtype == pixels.dtype
+        if name != "prior":  # tiled: the known pixels are the input's own values
+            known = np.asarray(Image.open(masks / f"{name}.png")) > 0
+            np.testing.assert_array_equal(restored[known], pixels[known])

@@ -26,7 +26,7 @@ def output(request, tmp_path):
     import s3fs
 
     endpoint = request.getfixturevalue("s3_endpoint")
-    options = {"key": "testing", "secret": "testing", "endpoint_url": endpoint}
+    options = {"endpoint_url": endpoint}
     bucket = f"lease-{uuid.uuid4().hex[:12]}"
     call_with_retry(lambda: s3fs.S3FileSystem(**options).mkdir(bucket),
                     what=f"create bucket {bucket} on moto")
@@ -171,3 +171,62 @@ def test_a_taken_over_run_writes_no_further_image_or_manifest(output, ray_local,
     fs.invalidate_cache()
     assert not fs.exists(f"{root}/images") or not fs.find(f"{root}/images")
     assert not fs.exists(f"{root}/manifests/{shard.shard_id}.parquet")
+
+
+def _dead_lease(uri, options, generation: int = 1) -> dict:
+    """Write the unreleased lease of a run whose process on this host is gone."""
+    import socket
+
+    fs, folder = open_fs(lease_dir(uri), options)
+    record = {"run_id": "killed-run", "host": socket.gethostname(), "pid": 2**22 + 4321,
+              "started": 1_700_000_000.0, "heartbeat": 1_700_000_060.0,
+              "expires": time.time() + 600, "released": False}
+    write_atomic(fs, f"{folder}/{generation:08d}.json", json.dumps(record).encode())
+    return record
+
+
+def test_taking_over_a_dead_runs_lease_says_who_died_when_and_what_it_left(output):
+    from tasks.lease import describe_takeover
+
+    uri, options = output
+    dead = _dead_lease(uri, options)
+    lease = OutputLease(uri, options, run_id="next")
+    lease.acquire()
+    assert lease.took_over is not None and lease.took_over.run_id == "killed-run"
+    line = describe_takeover(lease.took_over, ["shard-00003", "shard-00007"])
+    assert f"run killed-run (host {dead['host']}, pid {dead['pid']})" in line
+    assert "last renewed it at 2023-11-14T22:14:20Z" in line
+    assert "2 shard(s) of the plan have no manifest" in line
+    assert line.endswith("shard-00003, shard-00007")
+    lease.release()
+    after = OutputLease(uri, options, run_id="after")
+    after.acquire()  # the output was released, not abandoned: nothing to report
+    assert after.took_over is None
+    after.release()
+
+
+def test_released_and_dead_leases_are_pruned_and_numbering_continues(output):
+    uri, options = output
+    _dead_lease(uri, options)
+    fs, folder = open_fs(lease_dir(uri), options)
+
+    def files() -> list[str]:
+        fs.invalidate_cache()
+        return sorted(p.rsplit("/", 1)[-1] for p in fs.ls(folder, detail=False))
+
+    first = OutputLease(uri, options, run_id="r2")
+    first.acquire()
+    assert files() == ["00000001.json", "00000002.json"]  # the dead run's record, while held
+    first.release()
+    assert first.pruned == [1] and files() == ["00000002.json"]
+    for i in range(3, 6):
+        lease = OutputLease(uri, options, run_id=f"r{i}")
+        lease.acquire()
+        assert lease.generation == i
+        lease.release()
+        assert files() == [f"{i:08d}.json"]
+    live = OutputLease(uri, options, run_id="holder")
+    live.acquire()
+    with pytest.raises(LeaseHeldError, match="run holder"):
+        OutputLease(uri, options, run_id="late").acquire()
+    live.release()

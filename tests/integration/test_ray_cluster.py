@@ -6,14 +6,12 @@ import json
 import shutil
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from .conftest import REPO, child_env, free_port, gray_images, png, stop_process_group, wait_for
-from .retry import TransientServiceError, call_with_retry
+from .conftest import REPO, child_env, gray_images, local_ray_head, png, submit_job
 
 pytestmark = [pytest.mark.integration]
 
@@ -41,40 +39,15 @@ def test_actors_on_both_nodes_work_and_a_removed_node_costs_no_image(tmp_path, t
     table = pq.read_table(work / "out" / "manifests")
     assert table.num_rows == 28 and set(table["status"].to_pylist()) == {"ok"}
     assert sorted(table["id"].to_pylist()) == [f"img{i:02d}" for i in range(28)]
-    assert len(list((work / "out" / "images").iterdir())) == 28
+    assert len(list((work / "out" / "images").glob("*.png"))) == 28
 
 
 @pytest.fixture()
 def ray_head(tmp_path):
-    """`ray start --head --block` on 127.0.0.1 with its job server; stopped with its group."""
-    port, dash = free_port(), free_port()
-    temp = Path("/tmp") / f"rth{tmp_path.name[-6:]}"
+    """A local Ray head with its job server (token mode: the run's token); stopped afterwards."""
     env = child_env(PATH=f"{Path(sys.executable).parent}:{child_env()['PATH']}")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
-         "--node-ip-address=127.0.0.1", f"--port={port}", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={dash}", "--include-dashboard=true", "--num-cpus=2",
-         # Own agent ports: the session's local Ray (other tests) already holds the defaults,
-         # and a head whose dashboard agent cannot bind answers "No available agent" forever.
-         f"--dashboard-agent-listen-port={free_port()}",
-         f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}",
-         f"--runtime-env-agent-port={free_port()}", f"--ray-client-server-port={free_port()}",
-         f"--temp-dir={temp}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
-    url = f"http://127.0.0.1:{dash}"
-
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(f"{url}/api/version", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    try:
-        wait_for(healthy, timeout=90, what="the Ray head's job server")
+    with local_ray_head(tmp_path, env) as url:
         yield url, env
-    finally:
-        stop_process_group(proc, grace=20)
 
 
 @pytest.mark.timeout(300)
@@ -86,22 +59,9 @@ def test_ray_job_submit_runs_the_restore_entrypoint(ray_head, tmp_path, tiny_pri
     env = {**env, "RAY_ADDRESS": url, "RESTORA_PYTHON": sys.executable,
            "PREFECT_HOME": str(tmp_path / "prefect")}
 
-    def submit() -> subprocess.CompletedProcess:
-        proc = subprocess.run(
-            ["bash", "infra/ray/submit.sh", "--input", str(tmp_path / "in"), "--output",
-             str(tmp_path / "out"), "--task", "box", "--prior", tiny_prior, "--steps", "4",
-             "--batch-size", "3"], cwd=REPO, env=env, capture_output=True, text=True,
-            timeout=280, check=False)
-        text = proc.stdout + proc.stderr
-        if proc.returncode != 0 and "submitted successfully" not in text and any(
-                sign in text for sign in ("Connection refused", "503", "Failed to connect",
-                                          "No available agent")):
-            # The job server (or, right after the head starts, its job agent) was not ready and
-            # the job never started: resubmit.
-            raise TransientServiceError(text[-500:])
-        return proc
-
-    proc = call_with_retry(submit, what="ray job submit", deadline_s=180)
+    proc = submit_job(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                       "--task", "box", "--prior", tiny_prior, "--steps", "4", "--batch-size",
+                       "3"], env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "succeeded" in proc.stdout + proc.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())

@@ -5,14 +5,17 @@ from __future__ import annotations
 import io
 import json
 
+import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import webdataset as wds
 from PIL import Image
 
 from tasks.manifest import MANIFEST_COLUMNS
 from tasks.spec import JobSpec
+from tasks.writers import read_output
 
 from .conftest import FAST, bomb_png, gray_images, png
 
@@ -44,7 +47,8 @@ def test_s3_images_and_masks_are_restored_to_s3_with_manifests(pipeline, s3, tin
     assert summary["shards"]["total"] == 3 and summary["shards"]["run"] == 3
     fs.invalidate_cache()
     restored = fs.find(f"{bucket}/out/images")
-    assert len(restored) == 10 and f"{bucket}/out/images/a/img1.png" in restored
+    assert f"{bucket}/out/images/metadata.parquet" in restored  # imagefolder's metadata
+    assert len(restored) == 11 and f"{bucket}/out/images/a/img1.png" in restored
     out = np.asarray(Image.open(io.BytesIO(fs.cat(f"{bucket}/out/images/a/img1.png"))))
     known = np.ones((16, 16), bool)
     known[4:12, 4:12] = False
@@ -75,7 +79,7 @@ def _hf_struct(data: bytes | None, path: str | None) -> dict:
     return {"bytes": data, "path": path}
 
 
-def test_parquet_shards_raw_bytes_and_hugging_face_structs(pipeline, s3, tiny_prior):
+def test_parquet_shards_raw_bytes_and_hugging_face_structs(pipeline, s3, tiny_prior, tmp_path):
     fs, options, bucket = s3
     imgs = gray_images(7, seed=1)
     raw = pa.table({"id": [f"r{i}" for i in range(4)], "image": [png(x) for x in imgs[:4]],
@@ -101,8 +105,16 @@ def test_parquet_shards_raw_bytes_and_hugging_face_structs(pipeline, s3, tiny_pr
     assert table.loc["r1", "known_fraction"] == pytest.approx(1 - 16 / 256)
     assert table.loc["h2", "source_uri"].endswith("part-1.parquet#row=2")
     assert table["psnr"].notna().all() and table["ssim"].notna().all()
+    # auto: Parquet out, a file per input file, that datasets loads with an Image column
     fs.invalidate_cache()
-    assert fs.exists(f"{bucket}/out/images/shard-00001/h2.png")
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.find(f"{bucket}/out/data")) == [
+        "part-0.parquet", "part-1.parquet"]
+    fs.get(f"{bucket}/out/data/part-1.parquet", str(tmp_path / "part-1.parquet"))
+    loaded = datasets.load_dataset("parquet", data_files=str(tmp_path / "part-1.parquet"),
+                                   split="train", cache_dir=str(tmp_path / "hf"))
+    assert isinstance(loaded.features["image"], datasets.Image)
+    assert loaded["id"] == ["h0", "h1", "h2"] and loaded[2]["image"].size == (16, 16)
+    assert table.loc["h2", "output_uri"] == f"s3://{bucket}/out/data/part-1.parquet#h2.png"
 
 
 def test_bad_inputs_become_error_rows_and_the_rest_is_restored(pipeline, tmp_path, tiny_prior):
@@ -126,8 +138,9 @@ def test_bad_inputs_become_error_rows_and_the_rest_is_restored(pipeline, tmp_pat
     (masks / "wrongmask.png").write_bytes(png(np.full((8, 8), 255, np.uint8)))
     (src / "big.png").write_bytes(png(np.zeros((20, 20), np.uint8)))
     (masks / "big.png").write_bytes(png(np.zeros((20, 20), np.uint8)))
+    # size_policy error: "big" is refused (the default, tile, would restore it at 20x20).
     spec = JobSpec(input_uri=str(src), masks_uri=str(masks), output_uri=str(tmp_path / "out"),
-                   task="inpaint", prior=tiny_prior, **FAST)
+                   task="inpaint", prior=tiny_prior, size_policy="error", **FAST)
 
     summary = pipeline(spec=spec)
 
@@ -142,7 +155,7 @@ def test_bad_inputs_become_error_rows_and_the_rest_is_restored(pipeline, tmp_pat
     assert rows.loc[rows.status == "error", "output_uri"].isna().all()
     assert summary["errors_by_cause"]["too-large"] == 1
     assert sorted(p.name for p in (tmp_path / "out" / "images").iterdir()) == [
-        "good0.png", "good1.png", "good2.png"]
+        "good0.png", "good1.png", "good2.png", "metadata.parquet"]
 
 
 def test_an_id_that_escapes_the_output_prefix_is_an_error_row(pipeline, tmp_path, tiny_prior):
@@ -153,7 +166,7 @@ def test_an_id_that_escapes_the_output_prefix_is_an_error_row(pipeline, tmp_path
     pq.write_table(table, tmp_path / "pq" / "part.parquet")
     out = tmp_path / "data" / "out"
     spec = JobSpec(input_uri=str(tmp_path / "pq"), output_uri=str(out), task="box",
-                   prior=tiny_prior, **FAST)
+                   prior=tiny_prior, output_format="images", **FAST)
 
     summary = pipeline(spec=spec)
 
@@ -162,7 +175,7 @@ def test_an_id_that_escapes_the_output_prefix_is_an_error_row(pipeline, tmp_path
     bad = rows[rows.status == "error"].iloc[0]
     assert bad["error"].startswith("unsafe-id:") and "../../escaped" in bad["error"]
     assert not (tmp_path / "escaped.png").exists() and not (tmp_path / "data" / "escaped.png").exists()
-    assert (out / "images" / "shard-00000" / "nested" / "ok-2.png").exists()
+    assert (out / "images" / "part" / "nested" / "ok-2.png").exists()  # the input file's name
 
 
 def test_rerun_skips_committed_shards_retry_failed_redoes_errors_overwrite_redoes_all(
@@ -220,7 +233,7 @@ def test_same_image_same_pixels_whatever_the_batching(pipeline, tmp_path, tiny_p
         assert a == b
 
 
-def test_webdataset_tar_shards_on_s3_are_restored_end_to_end(pipeline, s3, tiny_prior):
+def test_webdataset_tar_shards_on_s3_are_restored_end_to_end(pipeline, s3, tiny_prior, tmp_path):
     from pipeline.shards import img2dataset_members, tar_bytes
 
     fs, options, bucket = s3
@@ -249,9 +262,14 @@ def test_webdataset_tar_shards_on_s3_are_restored_end_to_end(pipeline, s3, tiny_
     assert row["source_uri"] == f"s3://{bucket}/wds/00001.tar#000010002.png"
     assert row["mask_uri"] == f"s3://{bucket}/wds/00001.tar#000010002.mask.png"
     assert row["known_fraction"] == pytest.approx(0.75)
-    assert row["output_uri"] == f"s3://{bucket}/out/images/00001/000010002.png"
+    # auto: tars out, one per input tar, that webdataset iterates
+    assert row["output_uri"] == f"s3://{bucket}/out/data/00001.tar#000010002.png"
     fs.invalidate_cache()
-    out = np.asarray(Image.open(io.BytesIO(fs.cat(f"{bucket}/out/images/00001/000010002.png"))))
+    fs.get(f"{bucket}/out/data/00001.tar", str(tmp_path / "00001.tar"))
+    samples = list(wds.WebDataset(str(tmp_path / "00001.tar"), shardshuffle=False))
+    assert [s["__key__"] for s in samples] == [f"00001000{i}" for i in range(3)]
+    assert json.loads(samples[2]["json"])["id"] == "00001/000010002"
+    out = np.asarray(Image.open(io.BytesIO(read_output(row["output_uri"], options))))
     known = hole > 0
     assert out.shape == (16, 16)
     assert np.abs(out[known].astype(float) - images[6][known]).mean() < 40
@@ -263,8 +281,8 @@ def test_webdataset_tar_shards_on_s3_are_restored_end_to_end(pipeline, s3, tiny_
     fs.invalidate_cache()
     assert sorted(p.rsplit("/", 1)[1] for p in fs.find(f"{bucket}/out/manifests")) == [
         "shard-00000.parquet"]
-    assert [p.split("/out/images/", 1)[1] for p in sorted(fs.find(f"{bucket}/out/images"))] == [
-        f"00000/00000000{i}.png" for i in range(4)]
+    assert [p.split("/out/data/", 1)[1] for p in sorted(fs.find(f"{bucket}/out/data"))] == [
+        "00000.tar"]
     assert not fs.exists(f"{bucket}/out/plan/shard-00001.json")
 
 
@@ -367,12 +385,18 @@ def test_overwrite_removes_outputs_of_shards_that_left_the_plan(pipeline, tmp_pa
         return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
     kept = [f"img{i}.png" for i in range(4)]
-    assert files("images") == kept and files("inputs") == kept
+    assert files("images") == [*kept, "metadata.parquet"] and files("inputs") == kept
     assert files("manifests") == ["shard-00000.parquet"]
     assert files("plan") == ["plan.json", "shard-00000.json"]
     assert files("preview") == [f"shard-00000/{i:02d}.png" for i in range(4)]
     assert not (out / "images" / "sub").exists()  # no empty folders left behind
     assert (out / "README.txt").read_text() == "not Restora's"
+    # imagefolder, even pointed at the output root, sees the restored images only: ids, metrics,
+    # no invented label, no preview strips or saved inputs.
+    loaded = datasets.load_dataset("imagefolder", data_dir=str(out), split="train",
+                                   cache_dir=str(tmp_path / "hf"))
+    assert sorted(loaded["id"]) == [f"img{i}" for i in range(4)]
+    assert "label" not in loaded.column_names and None not in loaded["consistency"]
 
 
 def test_several_samples_flag_rows_and_report_the_most_uncertain(pipeline, tmp_path, tiny_prior):

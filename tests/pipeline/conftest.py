@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 
-for _key, _value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+for _key, _value in {"RAY_USAGE_STATS_ENABLED": "0",
                      "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "DO_NOT_TRACK": "1",
                      "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}.items():
     os.environ.setdefault(_key, _value)

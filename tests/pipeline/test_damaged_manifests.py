@@ -82,7 +82,8 @@ def test_resume_moves_damaged_manifests_aside_and_reruns_their_shards(tmp_path, 
     from flows.restore_dataset import shards_to_run
     from tasks.planning import Plan, ShardPlan
 
-    spec = parse_spec({**BASE, "input_uri": str(tmp_path), "output_uri": str(tmp_path / "out"),
+    (tmp_path / "in").mkdir()  # an output beside the input, not inside it
+    spec = parse_spec({**BASE, "input_uri": str(tmp_path / "in"), "output_uri": str(tmp_path / "out"),
                        "prior": tiny_prior_path})
     info = validate_job(spec)
     shards = [ShardPlan(shard_id=f"shard-{i:05d}", kind="images", count=2)

@@ -109,13 +109,11 @@ def test_a_truncated_tar_keeps_its_whole_members_and_names_the_cut_one(tmp_path)
     assert rows["junk"]["error"].startswith("not-a-tar: 'junk.tar' cannot be read as a tar")
 
 
-def test_mask_members_and_json_task_params_are_used(tmp_path):
+def test_mask_members_are_used_for_a_task_that_takes_masks(tmp_path):
     images = _images(2, seed=3)
     hole = np.full((16, 16), 255, np.uint8)
     hole[4:8, 4:8] = 0
     members = img2dataset_members(images, 0, masks=[hole, None])
-    meta = json.dumps({"key": "000000000", "task_params": {"note": "from-json"}}).encode()
-    members = [(n, meta if n == "000000000.json" else b) for n, b in members]
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "00000.tar").write_bytes(tar_bytes(members))
     spec = JobSpec(input_uri=str(tmp_path / "in"), output_uri=str(tmp_path / "out"),
@@ -126,10 +124,32 @@ def test_mask_members_and_json_task_params_are_used(tmp_path):
     first = rows["00000/000000000"]
     assert first["status"] == "ok" and first["mask"][0].sum() == 256 - 16
     assert first["mask_uri"].endswith("00000.tar#000000000.mask.png")
-    assert json.loads(first["task_params"]) == {"note": "from-json"}
     assert rows["00000/000000001"]["error"] == (
         "mask-missing: member '000000001.png': task 'inpaint' needs a mask for this image "
         "and none was found")
+
+
+def test_json_task_params_are_used_and_bad_ones_become_bad_params_rows(tmp_path):
+    members = img2dataset_members(_images(4, seed=3), 0)
+    per_key = {"000000000": {"box_size": 4}, "000000001": {"note": "x"},
+               "000000002": {"box_size": 17}, "000000003": {"box_size": "big"}}
+    members = [(n, json.dumps({"key": n[:-5], "task_params": per_key[n[:-5]]}).encode()
+                if n.endswith(".json") else b) for n, b in members]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "00000.tar").write_bytes(tar_bytes(members))
+    spec = JobSpec(input_uri=str(tmp_path / "in"), output_uri=str(tmp_path / "out"), task="box")
+
+    rows = _rows(spec)
+
+    first = rows["00000/000000000"]
+    assert first["status"] == "ok" and json.loads(first["task_params"]) == {"box_size": 4}
+    errors = [rows[f"00000/00000000{i}"]["error"] for i in (1, 2, 3)]
+    assert errors == [
+        ("bad-params: member '000000001.png': task_params: task 'box' has no parameter 'note'; "
+         "it takes ['box', 'box_size']"),
+        ("bad-params: member '000000002.png': task_params: box_size 17 does not fit in the "
+         "prior's 16x16"),
+        "bad-params: member '000000003.png': task_params: box_size must be an integer, got 'big'"]
 
 
 def test_auto_detection_and_the_registry(tmp_path):

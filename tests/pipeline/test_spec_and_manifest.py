@@ -58,7 +58,8 @@ def test_config_hash_ignores_throughput_knobs_but_not_results():
 
 
 def test_config_hash_covers_the_device_kind_and_the_resolved_precision(tmp_path, tiny_prior_path):
-    spec = parse_spec({**BASE, "input_uri": str(tmp_path), "output_uri": str(tmp_path / "out"),
+    (tmp_path / "in").mkdir()  # an output beside the input, not inside it
+    spec = parse_spec({**BASE, "input_uri": str(tmp_path / "in"), "output_uri": str(tmp_path / "out"),
                        "prior": tiny_prior_path})
     on_cpu, on_gpu = validate_job(spec, device="cpu"), validate_job(spec, device="cuda")
     assert (on_cpu.precision, on_gpu.precision) == ("fp32", "bf16")  # what "auto" became
@@ -74,7 +75,8 @@ def test_missing_input_and_unloadable_prior_fail_fast(tmp_path):
     bad_prior = tmp_path / "broken.safetensors"
     bad_prior.write_bytes(b"not weights")
     with pytest.raises(JobSpecError, match="prior: cannot load"):
-        validate_job(parse_spec({**BASE, "input_uri": str(tmp_path), "prior": str(bad_prior),
+        (tmp_path / "in").mkdir()  # an output beside the input, not inside it
+        validate_job(parse_spec({**BASE, "input_uri": str(tmp_path / "in"), "prior": str(bad_prior),
                                  "output_uri": str(tmp_path / "out")}))
 
 
@@ -86,7 +88,8 @@ def _row(i: int, status: str = "ok") -> dict:
             "steps": 4 if status == "ok" else None, "corrections": 1 if status == "ok" else None,
             "method_params": ('{"corrections":1,"paste_known":false,"steps":4}'
                               if status == "ok" else None),
-            "nfe": 10 if status == "ok" else None, "samples": 1, "seed": 2**62 + i,
+            "nfe": 10 if status == "ok" else None, "windows": 1 if status == "ok" else None,
+            "tiles": 1 if status == "ok" else None, "samples": 1, "seed": 2**62 + i,
             "model_id": "abc", "config_hash": "h", "width": 16, "height": 16,
             "known_fraction": 0.9, "consistency": 0.01, "psnr": 20.0 + i, "ssim": 0.5,
             "psnr_hole": float("nan"), "lpips": None, "uncertainty_mean": None,
@@ -137,6 +140,16 @@ def test_a_manifest_of_an_older_schema_is_read_back_in_the_current_one(tmp_path)
     assert summary["images"] == {"total": 2, "ok": 1, "error": 1}
 
 
+def test_a_manifest_from_before_tiling_reads_windows_and_tiles_as_unknown(tmp_path):
+    uri = str(tmp_path / "shard-00000.parquet")
+    table = rows_to_table({k: [_row(0)[k]] for k in MANIFEST_COLUMNS})
+    pq.write_table(table.drop_columns(["windows", "tiles"]).replace_schema_metadata(
+        {b"restora.config_hash": b"h", b"restora.schema_version": b"3"}), uri)
+    back = read_manifest(uri)
+    assert back["windows"].to_pylist() == [None] and back["tiles"].to_pylist() == [None]
+    assert back["nfe"].to_pylist() == [10]
+
+
 def test_a_manifest_of_a_newer_schema_is_read_only_where_it_has_the_columns(tmp_path):
     uri = str(tmp_path / "shard-00000.parquet")
     table = rows_to_table({k: [_row(0)[k]] for k in MANIFEST_COLUMNS}).drop_columns(["seconds"])
@@ -152,7 +165,8 @@ def test_a_rerun_reruns_shards_of_an_older_schema_and_refuses_newer_ones(tmp_pat
     from tasks.manifest import manifest_uri
     from tasks.planning import Plan, ShardPlan
 
-    spec = parse_spec({**BASE, "input_uri": str(tmp_path), "output_uri": str(tmp_path / "out"),
+    (tmp_path / "in").mkdir()  # an output beside the input, not inside it
+    spec = parse_spec({**BASE, "input_uri": str(tmp_path / "in"), "output_uri": str(tmp_path / "out"),
                        "prior": tiny_prior_path})
     info = validate_job(spec)
     shards = [ShardPlan(shard_id=f"shard-{i:05d}", kind="images", count=1) for i in range(3)]
@@ -182,7 +196,8 @@ def test_a_rerun_reruns_shards_of_an_older_schema_and_refuses_newer_ones(tmp_pat
 def test_schema_is_exactly_the_documented_columns():
     assert MANIFEST_SCHEMA.names == [
         "id", "source_uri", "mask_uri", "output_uri", "status", "error", "task", "task_params",
-        "method", "steps", "corrections", "method_params", "nfe", "samples", "seed", "model_id",
+        "method", "steps", "corrections", "method_params", "nfe", "windows", "tiles", "samples",
+        "seed", "model_id",
         "config_hash", "width", "height", "known_fraction", "consistency", "psnr", "ssim",
         "psnr_hole", "lpips", "uncertainty_mean", "uncertainty_p95", "flag", "seconds",
         "worker_node", "device", "start_time", "end_time"]
@@ -267,6 +282,30 @@ def test_method_params_are_checked_against_the_method_with_the_name_in_the_messa
         parse_spec({**BASE, "steps": 8, "method_params": {"steps": 9}})
 
 
+def test_task_params_are_checked_against_the_task_at_the_edge_naming_the_parameter():
+    with pytest.raises(JobSpecError) as err:
+        parse_spec({**BASE, "task": "superres", "task_params": {"factor": 0}})
+    assert str(err.value) == "invalid job spec: task_params: factor must be >= 1, got 0"
+    with pytest.raises(JobSpecError, match="task 'box' has no parameter 'factor'; it takes "
+                                           r"\['box', 'box_size'\]"):
+        parse_spec({**BASE, "task_params": {"factor": 2}})
+    with pytest.raises(JobSpecError, match="masks_uri is only used by the tasks that take a mask "
+                                           r"\['inpaint'\], not 'box'"):
+        parse_spec({**BASE, "masks_uri": "/masks"})
+    from flows.cli import flagged
+
+    assert flagged("invalid job spec: task_params: p must be < 1.0, got 2") == (
+        "invalid job spec: --param: p must be < 1.0, got 2")
+
+
+def test_config_hash_takes_the_task_params_resolved():
+    plain = parse_spec({**BASE, "task": "superres"}).config_hash(*ON_CPU)
+    assert parse_spec({**BASE, "task": "superres", "task_params": {"factor": 2}}).config_hash(
+        *ON_CPU) == plain
+    assert parse_spec({**BASE, "task": "superres", "task_params": {"factor": 4}}).config_hash(
+        *ON_CPU) != plain
+
+
 def test_unset_method_params_resolve_to_the_tasks_published_defaults():
     assert parse_spec({**BASE, "method": "ot_ode"}).resolved_params == {
         "steps": 100, "t0": 0.1, "gamma": "gamma_t"}
@@ -340,7 +379,8 @@ def test_resume_reads_each_committed_manifest_once_and_the_summary_matches(
     from tasks.manifest import manifest_uri
     from tasks.planning import Plan, ShardPlan
 
-    spec = parse_spec({**BASE, "input_uri": str(tmp_path), "output_uri": str(tmp_path / "out"),
+    (tmp_path / "in").mkdir()  # an output beside the input, not inside it
+    spec = parse_spec({**BASE, "input_uri": str(tmp_path / "in"), "output_uri": str(tmp_path / "out"),
                        "prior": tiny_prior_path})
     info = validate_job(spec)
     shards = [ShardPlan(shard_id=f"shard-{i:05d}", kind="images", count=2) for i in range(4)]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .noise import Generators, as_generator_list, batch_randn
+from ..noise import Generators, as_generator_list, batch_randn
 
 
 class MaskOperator(nn.Module):
@@ -70,7 +70,7 @@ class SuperResolution(nn.Module):
 class Denoising(nn.Module):
     """Denoising: A is the identity; every pixel is known but noisy with std ``sigma``."""
 
-    def __init__(self, sigma: float = 0.2):
+    def __init__(self, sigma: float):
         super().__init__()
         if not 0.0 < sigma < 1.0:
             raise ValueError(f"denoising sigma must lie in (0, 1), got {sigma}")
