@@ -2,8 +2,8 @@
 
     python scripts/make_readme_figure.py docs/restora_before_after.png
 
-For each shipped prior (digits32, photo32) the first images of its held-out evaluation set
-(``restora_core/data/<name>_eval.npz``) are degraded as the benchmarks degrade them (a centred box
+For each shipped prior (digits32, photo32), images spread evenly over its held-out evaluation
+set (``restora_core/data/<name>_eval.npz``; the digits are sorted by label) are degraded as the benchmarks degrade them (a centred box
 of 5/16 of the side, or 70 % of the pixels dropped; noise 0.01 on the known pixels) and restored
 with Restora-Flow at its published settings for the task (``restora methods``). Rows, top to
 bottom: original, box hole, restored, 70 % missing, restored. Seeds are fixed, so a rerun on the
@@ -42,7 +42,9 @@ def to_rgb(x: torch.Tensor) -> np.ndarray:
 def panel(name: str, count: int, seed: int) -> list[np.ndarray]:
     """Rows (each (N, H, W, 3) uint8) for one prior: original, then observed/restored per task."""
     prior = load_prior(name)
-    clean = to_unit(load_eval_set(name)["images"][:count])
+    images = load_eval_set(name)["images"]
+    picks = np.linspace(0, len(images) - 1, count).round().astype(int)
+    clean = to_unit(images[picks])
     rows = [to_rgb(clean)]
     for task in TASKS:
         gen = torch.Generator().manual_seed(seed)
