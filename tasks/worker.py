@@ -6,9 +6,10 @@ chosen where the pool is launched (``tasks.pool``), never here. ``__call__`` map
 per-image status/error, nfe, metrics, device and node, all as columns.
 
 Images of the task's input size for the prior are restored together, ``batch_size`` per network
-pass. An image of another size (size policy ``tile``) is restored alone at its own size by
-``restore_full``: windows around its holes (or the whole image for tasks that restore every
-pixel), cut into prior-sized tiles, ``batch_size`` tiles per network pass (docs/tiling.md).
+pass. An image of another size (size policy ``tile``) is restored at its own size
+(``restora_core.full_resolution``): windows around its holes (or the whole image for tasks that
+restore every pixel), cut into prior-sized tiles. Windows of one shape, from any of the batch's
+images, share network passes, ``batch_size`` tiles per pass (docs/tiling.md).
 
 Calls may run concurrently (Ray ``max_concurrency``, see ``tasks.pool``): the device section of a
 call holds a lock, so one batch samples while another builds its observations or computes its
@@ -29,7 +30,15 @@ import torch
 
 from restora_core import load_prior, restore
 from restora_core.degradations import get_task
-from restora_core.full_resolution import FullResult, restore_full
+from restora_core.full_resolution import (
+    FullPlan,
+    FullResult,
+    RestoredWindow,
+    assemble_full,
+    plan_full,
+    restore_windows,
+    window_groups,
+)
 from restora_core.metrics import consistency, psnr, psnr_hole, ssim, uncertainty_summary
 from restora_core.metrics.lpips import LPIPS_MIN_SIZE
 from restora_core.noise import generators_for_seeds
@@ -152,23 +161,61 @@ class RestoreWorker:
                 "method_params": params_json(result.params), "windows": 1, "tiles": 1}
         self._record(rows, batch, out, x, y, mask, result.std, used)
 
-    def _restore_tiled(self, i: int, batch: dict[str, np.ndarray], params: dict[str, Any],
-                       out: dict[str, Any], tile_batch: int) -> None:
-        """Restore one image of another size at its own size, ``tile_batch`` tiles per pass."""
-        obs = self._observe(batch["image"][i], batch["mask"][i], params, batch["id"][i],
-                            any_size=True)
-        kwargs: dict[str, Any] = {} if obs.sigma is None else {"sigma": obs.sigma}
-        with self._device_lock:
-            full = restore_full(
-                self.prior, obs.y.to(self.device),
-                None if obs.mask is None else obs.mask.to(self.device),
-                whole=get_task(self.spec.task).whole_image, seed=int(batch["seed"][i]),
-                max_batch=tile_batch, method=self.spec.method, task=self.spec.task,
-                samples=self.spec.samples, estimate=self.spec.estimate, **kwargs,
-                **self.spec.resolved_params)
-            x = full.image.float().cpu()
-        self._record([i], batch, out, x, obs.y, obs.mask, full.std, _tiled_used(full, self.spec))
-        out["window_boxes"][i] = [(w.top, w.left, w.height, w.width) for w in full.windows]
+    def _restore_tiled(self, rows: list[int], batch: dict[str, np.ndarray],
+                       params: dict[str, Any], out: dict[str, Any],
+                       failed: set[int] | None = None) -> None:
+        """Restore images of another size at their own size: plan each, restore windows of one
+        shape from all of them together (``_restore_windows_fitting``), assemble each.
+
+        With ``failed``, an image whose observation, plan or window group fails (not for
+        memory) is added to it and left unrestored, the others carry on; without, it raises."""
+        obs, plans = {}, {}
+        for i in rows:
+            try:
+                obs[i] = self._observe(batch["image"][i], batch["mask"][i], params,
+                                       batch["id"][i], any_size=True)
+                plans[i] = plan_full(obs[i].y, obs[i].mask, tile=self.prior.resolution,
+                                     whole=get_task(self.spec.task).whole_image,
+                                     seed=int(batch["seed"][i]))
+            except (ValueError, RuntimeError):
+                if failed is None:
+                    raise
+                failed.add(i)
+        order = list(plans)
+        planned = [plans[i] for i in order]
+        # One task-params group has one noise level, as in _restore_group.
+        sigma = next((o.sigma for o in obs.values() if o.sigma is not None), None)
+        kwargs: dict[str, Any] = {} if sigma is None else {"sigma": sigma}
+        done: dict[tuple[int, int], RestoredWindow] = {}
+        for members in window_groups(planned):
+            members = [m for m in members if order[m[0]] not in (failed or ())]
+            images = sorted({order[p] for p, _ in members})
+            if not members:
+                continue
+            try:
+                parts = self._restore_windows_fitting(planned, members, images, batch, kwargs)
+            except BatchOutOfMemory:
+                raise
+            except (ValueError, RuntimeError):
+                if failed is None:
+                    raise
+                failed.update(images)  # restored again one by one, to find the culprit
+                continue
+            done.update(zip(members, parts))
+        for p, i in enumerate(order):
+            if failed is not None and i in failed:
+                continue
+            try:
+                full = assemble_full(plans[i], [done[p, k] for k in range(len(plans[i].windows))],
+                                     self.spec.samples)
+                self._record([i], batch, out, full.image.float().cpu(), obs[i].y, obs[i].mask,
+                             full.std, _tiled_used(full, self.spec))
+            except (ValueError, RuntimeError):
+                if failed is None:
+                    raise
+                failed.add(i)
+                continue
+            out["window_boxes"][i] = [(w.top, w.left, w.height, w.width) for w in full.windows]
 
     def _record(self, rows: list[int], batch: dict[str, np.ndarray], out: dict[str, Any],
                 x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
@@ -246,15 +293,25 @@ class RestoreWorker:
         for part in (rows[:half], rows[half:]):
             self._restore_fitting(part, batch, params, out)
 
-    def _restore_tiled_fitting(self, i: int, batch: dict[str, np.ndarray],
-                               params: dict[str, Any], out: dict[str, Any]) -> None:
-        """Restore one image of another size, halving the tiles per network pass while the
-        device runs out of memory; ``BatchOutOfMemory`` when one tile per pass does not fit."""
+    def _restore_windows_fitting(self, plans: list[FullPlan], members: list[tuple[int, int]],
+                                 images: list[int], batch: dict[str, np.ndarray],
+                                 kwargs: dict[str, Any]) -> list[RestoredWindow]:
+        """Restore one group of equally shaped windows (of the batch rows ``images``), halving
+        the tiles per network pass while the device runs out of memory; ``BatchOutOfMemory``
+        when one tile per pass does not fit."""
         tile_batch = self.spec.network_batch
+        names = ", ".join(str(batch["id"][i]) for i in images)
         while True:
             try:
-                self._restore_tiled(i, batch, params, out, tile_batch)
-                return
+                with self._device_lock:
+                    parts = restore_windows(
+                        self.prior.velocity, plans, members, max_batch=tile_batch,
+                        device=self.device, method=self.spec.method, task=self.spec.task,
+                        samples=self.spec.samples, estimate=self.spec.estimate, **kwargs,
+                        **self.spec.resolved_params)
+                    return [RestoredWindow(w.image.float().cpu(),
+                                           None if w.std is None else w.std.float().cpu(),
+                                           w.nfe, w.tiles, w.params) for w in parts]
             except (RuntimeError, MemoryError) as exc:
                 if not (isinstance(exc, MemoryError) or is_out_of_memory(exc)):
                     raise
@@ -262,13 +319,13 @@ class RestoreWorker:
             self._free_device_memory()
             if tile_batch == 1:
                 raise BatchOutOfMemory(
-                    f"out of memory restoring one tile of image ({batch['id'][i]}) on "
-                    f"{self.device} with samples={self.spec.samples}: lower --samples or run on a "
-                    f"device with more memory ({oom})") from oom
+                    f"out of memory restoring one tile of image{'s' if len(images) > 1 else ''} "
+                    f"({names}) on {self.device} with samples={self.spec.samples}: lower "
+                    f"--samples or run on a device with more memory ({oom})") from oom
             self.oom_splits += 1
             logging.getLogger("restora.worker").warning(
                 "out of memory on %d tiles per pass of %s on %s; retrying with %d (%s)",
-                tile_batch, batch["id"][i], self.device, tile_batch // 2, oom)
+                tile_batch, names, self.device, tile_batch // 2, oom)
             tile_batch //= 2
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -291,10 +348,11 @@ class RestoreWorker:
             batched = [i for i in rows if self._batched(batch["image"][i], params)]
             _isolating(batched, lambda part, p=params: self._restore_fitting(part, batch, p, out),
                        status, error)
-            for i in rows:
-                if i not in batched:
-                    _isolating([i], lambda part, p=params: self._restore_tiled_fitting(
-                        part[0], batch, p, out), status, error)
+            failed: set[int] = set()  # tiled images whose window group failed: isolate them
+            self._restore_tiled([i for i in rows if i not in batched], batch, params, out, failed)
+            for i in sorted(failed):
+                _isolating([i], lambda part, p=params: self._restore_tiled(part, batch, p, out),
+                           status, error)
         result = {k: v for k, v in batch.items() if k not in ("image", "mask")}
         result["status"] = object_array(status)
         result["error"] = object_array(error)

@@ -236,3 +236,93 @@ def test_superres_and_outpaint_of_any_size_restore_their_own_canvas(tmp_path, ti
             np.testing.assert_array_equal(out[2:-2, 2:-2], low)
         else:  # restored whole: one window over the canvas padded to 16 rows
             assert (rows["low"]["windows"], rows["low"]["tiles"]) == (1, 2)
+
+
+class _Counting:
+    """A velocity that records the tiles of every network pass."""
+
+    def __init__(self, velocity):
+        self.velocity, self.passes = velocity, []
+
+    def __call__(self, x, t):
+        self.passes.append(x.shape[0])
+        return self.velocity(x, t)
+
+
+def _wrapped(spec, info, wrap) -> RestoreWorker:
+    from dataclasses import replace
+
+    worker = RestoreWorker(**worker_kwargs(spec, info), threads=1)
+    worker.prior = replace(worker.prior, velocity=wrap(worker.prior.velocity))
+    return worker
+
+
+def test_small_holes_of_different_images_share_network_passes(tmp_path, tiny_prior_path):
+    images = _mixed(np.random.default_rng(8))
+    del images["prior"]  # two images of other sizes, one small hole each: one tile each
+    spec, info, batch = _job(tmp_path / "both", tiny_prior_path, images, batch_size=8)
+    worker = _wrapped(spec, info, _Counting)
+
+    rows, restored = _run(spec, info, batch, worker)
+
+    assert worker.prior.velocity.passes == [2] * COST  # one pass of both tiles per evaluation
+    assert rows["wide"]["nfe"] == rows["thin"]["nfe"] == COST  # each still pays its own tile
+    for k, name in enumerate(images):  # and each has the pixels it has alone
+        spec_a, info_a, batch_a = _job(tmp_path / name, tiny_prior_path, {name: images[name]})
+        _, alone = _run(spec_a, info_a, batch_a)
+        np.testing.assert_allclose(restored["restored"][k], alone["restored"][0], atol=1e-5)
+    spec_1, info_1, batch_1 = _job(tmp_path / "one", tiny_prior_path, images, batch_size=1)
+    one = _wrapped(spec_1, info_1, _Counting)
+    _run(spec_1, info_1, batch_1, one)
+    assert one.prior.velocity.passes == [1] * (2 * COST)
+
+
+def test_images_sharing_passes_that_run_out_of_memory_halve_and_name_them(tmp_path,
+                                                                          tiny_prior_path):
+    rng = np.random.default_rng(9)
+    images = {name: (rng.integers(0, 256, (23, 40), dtype=np.uint8),
+                     np.zeros((23, 40), np.uint8)) for name in ("a", "b")}  # 6 tiles each
+    spec, info, batch = _job(tmp_path, tiny_prior_path, images, batch_size=8)
+    _, plain = _run(spec, info, batch)
+    worker = _limited(spec, info, limit=2)
+
+    rows, out = _run(spec, info, batch, worker)
+
+    assert all(rows[n]["status"] == "ok" for n in images) and worker.oom_splits == 2
+    for k in range(2):
+        np.testing.assert_allclose(out["restored"][k], plain["restored"][k], atol=1e-5)
+    with pytest.raises(BatchOutOfMemory, match=r"one tile of images \(a, b\)"):
+        _limited(spec, info, limit=0)(batch)
+
+
+class _NaNOnBright:
+    """A velocity that breaks (NaN) on bright tiles, as a prior can on content it never saw."""
+
+    def __init__(self, velocity):
+        self.velocity = velocity
+
+    def __call__(self, x, t):
+        import torch
+
+        v = self.velocity(x, t)
+        bright = (x.flatten(1).mean(1) > 0.3).view(-1, 1, 1, 1)
+        return torch.where(bright, torch.full_like(v, float("nan")), v)
+
+
+def test_a_failing_image_in_a_shared_pass_is_the_only_error_row(tmp_path, tiny_prior_path):
+    images = _mixed(np.random.default_rng(10))
+    del images["prior"]
+    images["white"] = (np.full((30, 40), 255, np.uint8), _hole(30, 40, 12, 12))
+    spec, info, batch = _job(tmp_path / "all", tiny_prior_path, images)
+    worker = _wrapped(spec, info, _NaNOnBright)
+
+    rows, restored = _run(spec, info, batch, worker)
+
+    assert rows["white"]["status"] == "error" and "NaN" in rows["white"]["error"]
+    for k, name in enumerate(images):
+        if name == "white":
+            continue
+        assert rows[name]["status"] == "ok", rows[name]["error"]
+        spec_a, info_a, batch_a = _job(tmp_path / name, tiny_prior_path, {name: images[name]})
+        _, alone = _run(spec_a, info_a, batch_a)
+        np.testing.assert_allclose(restored["restored"][k], alone["restored"][0], atol=1e-5)
