@@ -316,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     import pyarrow.parquet as pq
 
     pq.write_table(pa.Table.from_pylist(rows), ctx.out_dir / "tiling_per_image.parquet")
+    pq.write_table(pa.Table.from_pylist(costs), ctx.out_dir / "tiling_cost.parquet")
     if panels:
         figure(ctx.out_dir / "tiling.png", panels)
     means = []
