@@ -69,6 +69,14 @@ def _location(value: str) -> str:
     return value.rstrip("/") if len(value) > 1 else value
 
 
+def _registered(value: str, names: tuple[str, ...], what: str) -> str:
+    """``value`` when it is ``auto`` or one of the registered ``names``; ValueError otherwise."""
+    if value != "auto" and value not in names:
+        raise ValueError(f"unknown {what} format '{value}'; expected auto or one of "
+                         f"{', '.join(names)}")
+    return value
+
+
 class InputSpec(_Stored):
     """What the readers and the decoder need: where the images are, how they are stored, how
     many a read request takes, and the caps that turn an oversized image into an error row."""
@@ -97,10 +105,7 @@ class InputSpec(_Stored):
     @field_validator("input_format")
     @classmethod
     def _known_format(cls, value: str) -> str:
-        if value != "auto" and value not in reader_names():
-            raise ValueError(f"unknown input format '{value}'; expected auto or one of "
-                             f"{', '.join(reader_names())}")
-        return value
+        return _registered(value, reader_names(), "input")
 
     def row_limits(self) -> dict[str, Any]:
         """The input settings that decide which rows become error rows (so the config hash
@@ -132,10 +137,7 @@ class OutputSpec(_Stored):
     @field_validator("output_format")
     @classmethod
     def _known_output_format(cls, value: str) -> str:
-        if value != "auto" and value not in writer_names():
-            raise ValueError(f"unknown output format '{value}'; expected auto or one of "
-                             f"{', '.join(writer_names())}")
-        return value
+        return _registered(value, writer_names(), "output")
 
 
 class RestorationSpec(_Stored):
