@@ -27,6 +27,7 @@ import argparse
 import math
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,7 +71,7 @@ def photo_crops(size: int, count: int) -> torch.Tensor:
 
     from restora_core.datasets import block_mean
 
-    root = __import__("pathlib").Path(sporco.__file__).parent / "data"
+    root = Path(sporco.__file__).parent / "data"
     names = ("barbara", "kodim23", "monarch", "sail", "tulips")
     crops = []
     for i in range(count):
@@ -173,8 +174,8 @@ def _scores(x: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor, lpips_net) -
     return row
 
 
-def quality_rows(ctx: Context, counts: dict, steps: int | None, lpips_net
-                 ) -> tuple[list[dict], dict[str, Any]]:
+def quality_rows(ctx: Context, counts: dict, steps: int | None, lpips_net,
+                 partial=PARTIAL_DIR) -> tuple[list[dict], dict[str, Any]]:
     """Per-image scores of every method on every set, and the figure's panels (first 256 photo)."""
     rows, figure = [], {}
     sets: list[tuple[str, Any, int]] = [("photo32", size, counts[size]) for size in SIZES]
@@ -184,7 +185,7 @@ def quality_rows(ctx: Context, counts: dict, steps: int | None, lpips_net
         photos = photo_crops(size, count) if prior_name == "photo32" else None
         for i in range(count):
             key = (prior_name, size, i, steps, ctx.quick, 2)
-            path = checkpoint_path(PARTIAL_DIR, "tiling", key)
+            path = checkpoint_path(partial, "tiling", key)
             saved = load_checkpoint(path)
             if photos is not None:
                 ref, mask = photos[i:i + 1], scratches_and_blocks(size, 31 * i + size)
@@ -299,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results[/quick])")
     p.add_argument("--images", default="", metavar="128=N,256=N,digits=N",
                    help=f"images per set (default {COUNTS}); finished images are reused")
+    p.add_argument("--partial", default=str(PARTIAL_DIR),
+                   help="folder of the finished images' checkpoints (default %(default)s)")
     args = p.parse_args(argv)
     ctx = context_from_args("benchmarks.tiling", argv, args)
     counts = dict(QUICK["counts"] if ctx.quick else COUNTS)
@@ -308,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = QUICK["steps"] if ctx.quick else None
     lpips_net = LPIPS(str(LPIPS_PATH)) if lpips_available(str(LPIPS_PATH)) else None
     start = time.perf_counter()
-    rows, panels = quality_rows(ctx, counts, steps, lpips_net)
+    rows, panels = quality_rows(ctx, counts, steps, lpips_net, Path(args.partial))
     costs = cost_rows(QUICK["cost_sizes"] if ctx.quick else COST_SIZES,
                       QUICK["cost_holes"] if ctx.quick else COST_HOLES, steps)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
