@@ -1,4 +1,4 @@
-"""One way to read and write whole files on any fsspec store, atomically on every store.
+"""One way to write whole files on any fsspec store, atomically on every store.
 
 Object stores (S3, GCS, Azure, memory) make a single PUT visible all at once, multipart uploads
 included, so a file is written in place with one ``pipe_file``: a rename there would be a copy
@@ -66,8 +66,3 @@ def write_uri_atomic(uri: str, data: bytes, storage_options: dict[str, Any] | No
     fs, path = open_fs(uri, storage_options)
     write_atomic(fs, path, data)
 
-
-def read_uri_bytes(uri: str, storage_options: dict[str, Any] | None = None) -> bytes:
-    """The whole file at ``uri`` as bytes."""
-    fs, path = open_fs(uri, storage_options)
-    return fs.cat_file(path)
