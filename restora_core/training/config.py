@@ -10,7 +10,8 @@ from typing import Any
 # Fields that must not change when a run resumes from a checkpoint (they fix the model, the
 # data order and the noise): a mismatch raises instead of silently mixing two runs.
 RESUME_INVARIANT = ("data", "resolution", "channels", "model", "batch_size", "seed",
-                    "ot_coupling", "data_mode", "scales", "hflip", "rot90")
+                    "ot_coupling", "data_mode", "scales", "hflip", "rot90", "holdout",
+                    "stream", "data_streams")
 
 
 @dataclass
@@ -34,10 +35,22 @@ class TrainConfig:
         "ch": 32, "ch_mult": [1, 2, 2], "num_res_blocks": 2, "attn_resolutions": [16],
         "dropout": 0.0})
     # data
-    data_mode: str = "auto"            # folders/Parquet: "resize" or "crop"; auto = resize
-    scales: list[int] | None = None    # crop scales (None: the dataset's own, else [1, 2, 4])
+    data_mode: str = "auto"            # image sources: "crop" (random R-crops, the auto
+                                       # choice), "resize" (centre square) or "multiscale"
+                                       # (CropSourceSet: block-mean crops at `scales`)
+    scales: list[int] | None = None    # multiscale crop scales (None: [1, 2, 4])
     hflip: bool | None = None          # None: the dataset's default (digits none, photos on)
     rot90: bool | None = None
+    holdout: float = 0.0               # image sources: fraction held out of training, chosen
+                                       # by a hash of each image's key (recorded in the card)
+    stream: bool | None = None         # image sources: read shards while training instead of
+                                       # decoding all first (None: when the shards' bytes
+                                       # exceed stream_above_mb)
+    stream_above_mb: float = 1024.0
+    data_streams: int | None = None    # streaming: independent shard streams (None: one per
+                                       # worker); fixed streams give the same batches on any
+                                       # worker count that divides them
+    decode_threads: int = 2            # streaming: decoder threads per worker
     # optimisation
     batch_size: int = 128
     lr: float = 2e-4

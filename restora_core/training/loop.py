@@ -35,6 +35,7 @@ from .config import RESUME_INVARIANT, TrainConfig
 from .device_batches import DeviceBatches, PendingBatch, fits_on
 from .ema import EMA
 from .flow_matching import CFMBatch, cfm_loss, make_cfm_batch
+from .parallel import BatchSource, WorkerGroup
 from .sampling import euler_sample
 
 Callback = Callable[[dict[str, Any]], None]
@@ -109,25 +110,50 @@ def _lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
 
 
-def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, uri: str) -> None:
+class ResumeRefused(ValueError):
+    """A checkpoint belongs to a run with another model, data, batch or seed."""
+
+
+def resume_conflicts(saved: dict[str, Any], cfg: TrainConfig,
+                     saved_fingerprint: str | None = None,
+                     fingerprint: str | None = None) -> list[str]:
+    """What differs between a checkpoint's run (its config and data fingerprint) and ``cfg``."""
     now = cfg.to_dict()
-    diffs = [k for k in RESUME_INVARIANT if saved.get(k) != now.get(k)]
+    diffs = [f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}"
+             for k in RESUME_INVARIANT if saved.get(k) != now.get(k)]
+    if saved_fingerprint and fingerprint and saved_fingerprint != fingerprint:
+        diffs.append(f"data fingerprint: checkpoint {saved_fingerprint} vs now {fingerprint}")
+    return diffs
+
+
+def _check_resumable(state: dict[str, Any], cfg: TrainConfig, uri: str,
+                     fingerprint: str | None) -> None:
+    diffs = resume_conflicts(state["config"], cfg, state.get("data_fingerprint"), fingerprint)
     if diffs:
-        detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in diffs)
-        raise ValueError(f"cannot resume from '{uri}': the config changed ({detail}); use another "
-                         "checkpoint_dir or resume=False")
+        raise ResumeRefused(f"cannot resume from '{uri}': the run changed ({'; '.join(diffs)}); "
+                            "start over with --restart (resume=False) or use another "
+                            "checkpoint_dir")
 
 
 def train(cfg: TrainConfig, *, dataset: TrainingSet | None = None,
-          data_info: dict[str, Any] | None = None, callback: Callback | None = None
+          data_info: dict[str, Any] | None = None, callback: Callback | None = None,
+          source: BatchSource | None = None, group: WorkerGroup | None = None
           ) -> TrainResult:
     """Train a velocity field by conditional flow matching and export its EMA as a prior.
 
-    ``dataset``: an in-memory set (else ``cfg.data`` is loaded). ``callback`` receives a dict
-    per log interval (``event="log"``), per checkpoint (``"checkpoint"``) and at the end
-    (``"done"``). Nothing is printed.
+    ``dataset``: an in-memory set (else ``cfg.data`` is loaded). ``source``: keyed batches
+    instead (``keyed.KeyedImages`` or a streaming source; ``data_info`` then required).
+    ``group``: this worker's place in a data-parallel run (default: the only worker).
+    ``callback`` receives a dict per log interval (``event="log"``), per checkpoint
+    (``"checkpoint"``) and at the end (``"done"``). Nothing is printed.
     """
-    if dataset is None:
+    group = group or WorkerGroup()
+    if source is not None:
+        if data_info is None:
+            raise ValueError("train(source=...) needs data_info for the model card")
+    elif group.distributed:
+        raise ValueError("several workers need a keyed batch source (train(source=...))")
+    elif dataset is None:
         dataset, data_info = load_training_set(cfg)
     elif data_info is None:
         data_info = {"source": cfg.data or "in-memory", "kind": type(dataset).__name__,
@@ -152,34 +178,57 @@ def train(cfg: TrainConfig, *, dataset: TrainingSet | None = None,
                             weight_decay=cfg.weight_decay, fused=device.type == "cuda")
     step, history, prior_seconds = 0, [], 0.0
     resumed_from = None
-    if cfg.checkpoint_dir and cfg.resume:
+    fingerprint = data_info.get("fingerprint")
+    state, uri = group.resume_state, "the run's latest checkpoint"
+    if state is None and cfg.checkpoint_dir and cfg.resume and group.save is None:
         uri = latest_checkpoint(cfg.checkpoint_dir, cfg.storage_options or None)
-        if uri is not None:
-            state = load_checkpoint(uri, cfg.storage_options or None)
-            _check_resumable(state["config"], cfg, uri)
-            model.load_state_dict(state["model"])
-            ema.load_state_dict(state["ema"])
-            ema.module.to(device)
-            opt.load_state_dict(state["optimizer"])
-            step = int(state["step"])
-            history = list(state.get("history", []))
-            prior_seconds = float(state.get("seconds", 0.0))
-            resumed_from = uri
-    train_model = torch.compile(model) if cfg.compile else model
+        state = load_checkpoint(uri, cfg.storage_options or None) if uri is not None else None
+    if state is not None:
+        _check_resumable(state, cfg, uri, fingerprint)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        ema.module.to(device)
+        opt.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        history = list(state.get("history", []))
+        prior_seconds = float(state.get("seconds", 0.0))
+        resumed_from = state.get("uri", uri)
+        if source is not None and state.get("data_positions"):
+            source.restore(state["data_positions"], step)
+    train_model = group.wrap_model(torch.compile(model) if cfg.compile else model)
     use_autocast = bool(cfg.bf16)
 
-    on_device = fits_on(dataset, device) if cfg.device_data is None else bool(cfg.device_data)
+    if source is not None:
+        on_device = False
+        scheme = source.description
+    else:
+        on_device = fits_on(dataset, device) if cfg.device_data is None else bool(cfg.device_data)
+        scheme = ("device: DeviceBatches(dataset, device, seed).draw(step)" if on_device else
+                  "host: batch = dataset.batch(step); noise = Generator(step_seed(seed, step))")
     batches = DeviceBatches(dataset, device, cfg.seed) if on_device else None
-    scheme = ("device: DeviceBatches(dataset, device, seed).draw(step)" if on_device else
-              "host: batch = dataset.batch(step); noise = Generator(step_seed(seed, step))")
 
-    def checkpoint_state() -> dict[str, Any]:
+    def checkpoint_state(positions: list[dict[str, Any]] | None) -> dict[str, Any]:
         return {"model": model.state_dict(), "ema": ema.state_dict(),
                 "optimizer": opt.state_dict(), "step": step, "config": cfg.to_dict(),
                 "history": history, "seconds": prior_seconds + elapsed,
-                "data_order": {"scheme": scheme, "seed": cfg.seed, "next_step": step}}
+                "data_fingerprint": fingerprint, "world_size": group.world_size,
+                "data_order": {"scheme": scheme, "seed": cfg.seed, "next_step": step},
+                "data_positions": positions}
+
+    def save(k: int) -> str | None:
+        positions = group.gather(source.position(k)) if source is not None else None
+        if group.save is None:
+            return save_checkpoint(checkpoint_state(positions), cfg.checkpoint_dir, k,
+                                   keep=cfg.keep_checkpoints,
+                                   storage_options=cfg.storage_options or None)
+        metrics = {"step": k, "loss": history[-1]["loss"] if history else float("nan")}
+        return group.save(checkpoint_state(positions) if group.is_chief else None, k, metrics)
 
     def prepare(k: int) -> CFMBatch:
+        if source is not None:
+            b = source.batch(k)
+            return CFMBatch(b.x_t.pin_memory(), b.t.pin_memory(),
+                            b.u_t.pin_memory()) if device.type == "cuda" else b
         # data, noise, times and the OT pairing of step k, made on the CPU: reproducible across
         # devices, and no GPU->CPU sync for the assignment
         x1 = _batch_tensor(dataset, k, cfg.batch_size)
@@ -201,15 +250,34 @@ def train(cfg: TrainConfig, *, dataset: TrainingSet | None = None,
     loss_sum = torch.zeros((), device=device)
     grad_sum = torch.zeros((), device=device)
     n_in_window, window_t0, window_step0 = 0, t0, step
+    input_s = 0.0  # time the loop waited for batches in this log window
+    checkpointing = bool(cfg.checkpoint_dir or group.save) and cfg.checkpoint_every > 0
     last_ckpt = None
     stopped_by = "max_steps"
+
+    def window_record(lr: float, now: float) -> dict[str, Any]:
+        # the window's mean loss over every worker's samples; resets the window
+        nonlocal n_in_window, window_t0, window_step0, input_s
+        sums = group.mean(torch.stack([loss_sum, grad_sum]).float()) / n_in_window
+        n = step - window_step0
+        record = {"step": step, "loss": float(sums[0]), "lr": lr, "grad_norm": float(sums[1]),
+                  "steps_per_s": n / max(now - window_t0, 1e-9),
+                  "input_fraction": input_s / max(now - window_t0, 1e-9),
+                  "elapsed_s": prior_seconds + now - t0}
+        loss_sum.zero_()
+        grad_sum.zero_()
+        n_in_window, window_t0, window_step0, input_s = 0, now, step, 0.0
+        return record
+
     drawn: PendingBatch | None = None
     if batches is not None and step < cfg.max_steps:
         drawn = batches.draw(step, cfg.batch_size, cfg.ot_coupling)
     while step < cfg.max_steps:
-        if cfg.max_seconds is not None and time.perf_counter() - t0 >= cfg.max_seconds:
+        if cfg.max_seconds is not None and group.any(
+                time.perf_counter() - t0 >= cfg.max_seconds, device):
             stopped_by = "max_seconds"
             break
+        wait0 = time.perf_counter()
         if batches is not None:
             # queue step k+1's draws before step k's network so that the host's OT solve for
             # k+1 (next iteration) overlaps step k on the device
@@ -222,9 +290,10 @@ def train(cfg: TrainConfig, *, dataset: TrainingSet | None = None,
             batch = cpu_batch.to(device)
         else:
             batch = prepare(step).to(device)
+        input_s += time.perf_counter() - wait0
         lr = _lr_at(cfg, step)
-        for group in opt.param_groups:
-            group["lr"] = lr
+        for param_group in opt.param_groups:
+            param_group["lr"] = lr
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
                             enabled=use_autocast):
             pred = train_model(batch.x_t, batch.t)
@@ -240,46 +309,31 @@ def train(cfg: TrainConfig, *, dataset: TrainingSet | None = None,
         grad_sum += grad_norm.detach()
         n_in_window += 1
         if step % cfg.log_every == 0 or step == cfg.max_steps:
-            now = time.perf_counter()
-            mean_loss = float(loss_sum) / n_in_window
-            if not math.isfinite(mean_loss):
-                raise FloatingPointError(f"training loss became {mean_loss} at step {step}")
-            record = {"step": step, "loss": mean_loss, "lr": lr,
-                      "grad_norm": float(grad_sum) / n_in_window,
-                      "steps_per_s": (step - window_step0) / max(now - window_t0, 1e-9),
-                      "elapsed_s": prior_seconds + now - t0}
+            record = window_record(lr, time.perf_counter())
+            if not math.isfinite(record["loss"]):
+                raise FloatingPointError(f"training loss became {record['loss']} at step {step}")
             history.append(record)
             emit({"event": "log", **record})
-            loss_sum.zero_()
-            grad_sum.zero_()
-            n_in_window, window_t0, window_step0 = 0, now, step
-        if cfg.checkpoint_dir and cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0:
+        if checkpointing and step % cfg.checkpoint_every == 0:
             elapsed = time.perf_counter() - t0
-            last_ckpt = save_checkpoint(checkpoint_state(), cfg.checkpoint_dir, step,
-                                        keep=cfg.keep_checkpoints,
-                                        storage_options=cfg.storage_options or None)
+            last_ckpt = save(step)
             emit({"event": "checkpoint", "step": step, "uri": last_ckpt})
     if pool is not None:
         pool.shutdown(wait=True, cancel_futures=True)
     if batches is not None:
         batches.close()
+    if source is not None:
+        source.close()
     if n_in_window:  # the tail after the last log line
-        now = time.perf_counter()
-        mean_loss = float(loss_sum) / n_in_window
-        record = {"step": step, "loss": mean_loss, "lr": _lr_at(cfg, step - 1),
-                  "grad_norm": float(grad_sum) / n_in_window,
-                  "steps_per_s": (step - window_step0) / max(now - window_t0, 1e-9),
-                  "elapsed_s": prior_seconds + now - t0}
+        record = window_record(_lr_at(cfg, step - 1), time.perf_counter())
         history.append(record)
         emit({"event": "log", **record})
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - t0
-    if cfg.checkpoint_dir and step > start_step and (last_ckpt is None
-                                                      or not last_ckpt.endswith(f"{step:09d}.pt")):
-        last_ckpt = save_checkpoint(checkpoint_state(), cfg.checkpoint_dir, step,
-                                    keep=cfg.keep_checkpoints,
-                                    storage_options=cfg.storage_options or None)
+    if (checkpointing or cfg.checkpoint_dir) and step > start_step and (
+            cfg.checkpoint_every <= 0 or step % cfg.checkpoint_every != 0):
+        last_ckpt = save(step)
         emit({"event": "checkpoint", "step": step, "uri": last_ckpt})
 
     final_loss = _final_loss(history)
@@ -288,8 +342,15 @@ def train(cfg: TrainConfig, *, dataset: TrainingSet | None = None,
                       seconds=prior_seconds + elapsed, steps_per_s=steps_per_s,
                       n_params=sum(p.numel() for p in model.parameters()))
     card["training"]["batches"] = scheme
+    card["training"]["workers"] = group.world_size
+    card["training"]["per_worker_batch"] = cfg.batch_size // group.world_size
+    card["training"]["backend"] = group.backend
+    if cfg.ot_coupling and source is not None:
+        card["training"]["ot_pairing"] = (
+            f"per worker, over its {cfg.batch_size // group.world_size} samples of each step"
+            + (" (runs on other worker counts pair differently)" if group.distributed else ""))
     samples = None
-    if cfg.sample_count > 0:
+    if cfg.sample_count > 0 and group.is_chief:
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, -1))
         x0 = torch.randn(cfg.sample_count, cfg.channels, cfg.resolution, cfg.resolution,
                          generator=gen).to(device)
@@ -298,7 +359,7 @@ def train(cfg: TrainConfig, *, dataset: TrainingSet | None = None,
                          steps_per_s=steps_per_s, stopped_by=stopped_by, history=history,
                          model=model, ema_model=ema.module, card=card, data_info=data_info,
                          checkpoint=last_ckpt, resumed_from=resumed_from, samples=samples)
-    if cfg.output:
+    if cfg.output and group.is_chief:
         result.prior_sha256 = save_prior(ema.module, card, cfg.output, half=cfg.save_half,
                                          storage_options=cfg.storage_options or None)
         result.prior_uri = cfg.output
