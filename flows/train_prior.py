@@ -447,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"flow run:   {run_id} (train-prior)")
     print(f"prior:      {summary['prior']} (sha256 {summary['prior_sha256']})")
     print(f"checkpoint: {summary['checkpoint']}")
+    if summary.get("resumed_from"):
+        print(f"resumed from: {summary['resumed_from']}")
     if summary.get("samples"):
         print(f"samples:    {summary['samples']}")
     if summary.get("holdout_keys"):

@@ -96,7 +96,7 @@ def keyed_sample(img: np.ndarray, rule: SampleRule, seed: int, step: int, index:
     window = img[y:y + r, x:x + r]
     if rule.hflip and flip:
         window = window[:, ::-1]
-    x1 = torch.from_numpy(np.ascontiguousarray(window.transpose(2, 0, 1))).float()
+    x1 = torch.from_numpy(window.transpose(2, 0, 1).copy()).float()  # images may be read-only
     x1 = x1.div_(127.5).sub_(1.0)
     x0 = torch.randn((rule.channels, r, r), generator=gen)
     t = torch.rand((), generator=gen)
@@ -108,9 +108,14 @@ def keyed_batch(images: Sequence[np.ndarray], rule: SampleRule, seed: int, step:
     """The CFM batch of ``images`` (prepared), sample ``i`` keyed by ``first_index + i``;
     with ``ot`` the noise is re-paired over this batch by the exact OT assignment."""
     parts = [keyed_sample(img, rule, seed, step, first_index + i) for i, img in enumerate(images)]
-    x1 = torch.stack([p[0] for p in parts])
-    x0 = torch.stack([p[1] for p in parts])
-    t = torch.stack([p[2] for p in parts])
+    return cfm_batch(torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts]),
+                     torch.stack([p[2] for p in parts]), ot=ot)
+
+
+def cfm_batch(x1: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, *, ot: bool = False
+              ) -> CFMBatch:
+    """The CFM batch of images ``x1``, noise ``x0`` (both ``(B, C, H, W)``) and times ``t: (B,)``;
+    with ``ot`` the noise is re-paired with the images by the exact OT assignment over the batch."""
     if ot:
         x0 = x0[ot_permutation(x0, x1)]
     x_t, u_t = linear_path(x0, x1, t)
@@ -164,6 +169,14 @@ class KeyedImages:
         """Where the data stands before step ``step`` (a pure function of the step here)."""
         return {"kind": "keyed-memory", "next_step": int(step),
                 "next_sample": int(step) * self.batch_size}
+
+    def restore(self, positions: list[dict], step: int) -> None:
+        """Check that the stored positions are this scheme's at ``step`` (the position is a
+        pure function of the step, so nothing else is needed)."""
+        for pos in positions:
+            if pos.get("kind") != "keyed-memory" or pos.get("next_step") != step:
+                raise ValueError(f"the checkpoint's data position {pos} is not the in-memory "
+                                 f"keyed position of step {step}: the data path changed")
 
     def close(self) -> None:
         """Nothing to stop (the interface of streaming sources)."""
