@@ -334,7 +334,9 @@ class StreamingImages:
                 raise ImageError("unreadable", "the row holds no image")
             pixels = decode_pixels(row.image, channels=self.rule.channels,
                                    max_pixels=self.max_pixels)
-            return prepare_image(np.round(pixels * 255.0).astype(np.uint8), self.rule), ""
+            img = prepare_image(np.round(pixels * 255.0).astype(np.uint8), self.rule)
+            # keyed_sample wraps it with torch.from_numpy, which warns on read-only arrays
+            return (img if img.flags.writeable else img.copy()), ""
         except (ImageError, ValueError) as exc:
             return None, f"{shard.shard_id}: {row.where or row_key(row)}: {exc}"
 
