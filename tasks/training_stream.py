@@ -19,6 +19,7 @@ count with the same ``S``, yields exactly the batches of an uninterrupted run.
 from __future__ import annotations
 
 import collections
+import hashlib
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -299,6 +300,10 @@ class StreamingImages:
             raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
         check_streams(self.batch_size, self.world_size, self.streams, len(self.shards))
         self.per_stream = self.batch_size // self.streams
+        # names the shard list in positions: a resume over other shards cannot be exact
+        self._shards_key = f"{len(self.shards)}:" + hashlib.sha256("\n".join(
+            f"{s.shard_id} {s.count} {s.file_uri or s.items_uri}" for s in self.shards
+        ).encode()).hexdigest()[:16]
         self.mine = [s for s in range(self.streams) if s % self.world_size == self.rank]
         self.decode_threads = max(1, int(decode_threads))
         self.held_out = held_out
@@ -390,7 +395,7 @@ class StreamingImages:
     def _position_now(self, step: int) -> dict[str, Any]:
         streams = {str(s): {"epoch": p.epoch, "shard": p.shard, "row": p.row, **self._counts[s]}
                    for s, p in self._at.items()}
-        return {"kind": "stream", "data_streams": self.streams, "shards": len(self.shards),
+        return {"kind": "stream", "data_streams": self.streams, "shards": self._shards_key,
                 "next_step": int(step), "streams": streams}
 
     def position(self, step: int) -> dict[str, Any]:
@@ -411,11 +416,15 @@ class StreamingImages:
             if not isinstance(p, dict) or p.get("kind") != "stream":
                 raise ValueError("the checkpoint's data positions are not from a streaming "
                                  f"source ({p!r:.80}); resume with the data mode it was saved with")
-            if p.get("data_streams") != self.streams or p.get("shards") != len(self.shards):
+            if p.get("data_streams") != self.streams:
                 raise ValueError(
-                    f"the checkpoint streamed {p.get('data_streams')} streams over "
-                    f"{p.get('shards')} shards; this run has {self.streams} over "
-                    f"{len(self.shards)}: a resume must keep data_streams and the input")
+                    f"the checkpoint streamed data_streams={p.get('data_streams')}, this run "
+                    f"has {self.streams}: a resume must keep data_streams")
+            if p.get("shards") != self._shards_key:
+                raise ValueError(
+                    f"the checkpoint streamed other shards ({p.get('shards')}) than this run "
+                    f"plans ({self._shards_key}: count:hash of ids, counts, files); a resume "
+                    "must read the same input, planned the same way")
             if p.get("next_step") != step:
                 raise ValueError(f"the checkpoint's data positions are for step "
                                  f"{p.get('next_step')}, not {step}")

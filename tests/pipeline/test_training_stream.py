@@ -280,3 +280,23 @@ def test_streams_that_do_not_fit_are_refused_with_the_fix(tmp_path):
         src.batch(3)
     with pytest.raises(ValueError, match="data_streams"):
         source_of(planning, CROP, streams=1).restore([src.position(0)], 0)
+    fewer = (planning[0][:1], *planning[1:])
+    with pytest.raises(ValueError, match="other shards"):
+        source_of(fewer, CROP, streams=1).restore(
+            [source_of(planning, CROP, streams=1).position(0)], 0)
+
+
+def test_ot_pairs_noise_within_the_worker_batch(tmp_path):
+    planning = folder(tmp_path, random_images(8), shard_size=2)
+    plain, paired = (source_of(planning, CROP, batch_size=8, streams=2, ot=ot)
+                     for ot in (False, True))
+    try:
+        for k in range(2):
+            a, b = plain.batch(k), paired.batch(k)
+            x1a = a.x_t + (1 - a.t.view(-1, 1, 1, 1)) * a.u_t
+            x1b = b.x_t + (1 - b.t.view(-1, 1, 1, 1)) * b.u_t
+            assert torch.equal(a.t, b.t) and torch.allclose(x1a, x1b, atol=1e-5)
+            assert float((b.u_t ** 2).sum()) <= float((a.u_t ** 2).sum()) + 1e-3
+    finally:
+        plain.close()
+        paired.close()
