@@ -300,3 +300,27 @@ def test_ot_pairs_noise_within_the_worker_batch(tmp_path):
     finally:
         plain.close()
         paired.close()
+
+
+def test_the_training_loop_resumes_a_streamed_run_exactly(tmp_path):
+    from restora_core.training import TrainConfig, train
+
+    planning = folder(tmp_path, random_images(10, size=16), shard_size=3)
+    rule = SampleRule(16, 3, "crop", hflip=True)
+    model = {"ch": 32, "ch_mult": [1], "num_res_blocks": 1, "attn_resolutions": [],
+             "dropout": 0.0}
+
+    def fit(out, max_steps: int):
+        cfg = TrainConfig(resolution=16, channels=3, model=model, batch_size=4, lr=1e-3,
+                          warmup_steps=1, max_steps=max_steps, log_every=1, sample_count=0,
+                          checkpoint_dir=str(tmp_path / out), checkpoint_every=2, name="s",
+                          prefetch=True, data_streams=2)
+        src = source_of(planning, rule, streams=2)
+        return train(cfg, source=src, data_info={"source": "stream", "kind": "stream"})
+
+    full = fit("a", 3)
+    fit("b", 2)
+    resumed = fit("b", 3)
+    assert resumed.resumed_from is not None and resumed.step == 3
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
