@@ -64,14 +64,15 @@ class StreamPosition:
 
 
 @dataclass
-class _Sample:
-    """One usable sample as the training thread takes it, with the stream's state after it."""
+class _Part:
+    """A stream's part of one step, stacked (``x1, x0: (B/S, C, R, R)``, ``t: (B/S,)``), with
+    the stream's position after it and the rows it passed over."""
 
     x1: torch.Tensor
     x0: torch.Tensor
     t: torch.Tensor
     after: StreamPosition
-    skipped: list[str] = field(default_factory=list)  # rows skipped just before this sample
+    skipped: list[str] = field(default_factory=list)
     held_out: int = 0
 
 
@@ -118,7 +119,9 @@ class _Stream:
     def __init__(self, owner: StreamingImages, stream: int, start: StreamPosition,
                  first_sample: int):
         self.owner, self.stream = owner, stream
-        self.out: queue.Queue = queue.Queue(maxsize=owner.queue_batches * owner.per_stream)
+        # one item per step: a queue operation (and GIL hand-over) per sample slowed the
+        # training thread about 30-fold
+        self.out: queue.Queue = queue.Queue(maxsize=owner.queue_batches)
         self.thread = threading.Thread(target=self._run, args=(start, first_sample),
                                        name=f"restora-stream-{stream}", daemon=True)
 
@@ -201,6 +204,7 @@ class _Stream:
         held = 0
         in_a_row = 0  # raw rows since the last usable one
         n = first_sample  # the stream's count of usable samples so far
+        part: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         limit = max(sum(s.count for s in o.shards), 1)
         try:
             rows = self._rows(start)
@@ -221,11 +225,14 @@ class _Stream:
                     else:
                         step, j = divmod(n, o.per_stream)
                         index = step * o.batch_size + self.stream * o.per_stream + j
-                        x1, x0, t = keyed_sample(img, o.rule, o.seed, step, index)
-                        if not self._put(_Sample(x1, x0, t, after, skipped, held)):
-                            return
+                        part.append(keyed_sample(img, o.rule, o.seed, step, index))
                         n += 1
-                        skipped, held, in_a_row = [], 0, 0
+                        in_a_row = 0
+                        if len(part) == o.per_stream:
+                            x1, x0, t = (torch.stack(v) for v in zip(*part))
+                            if not self._put(_Part(x1, x0, t, after, skipped, held)):
+                                return
+                            part, skipped, held = [], [], 0
                 if in_a_row > limit:
                     reasons = "; ".join(skipped[:3]) or "every row held out"
                     raise RuntimeError(
@@ -245,8 +252,8 @@ class _Stream:
 
     # -- training side --------------------------------------------------------------------
 
-    def take(self) -> _Sample:
-        """The stream's next sample; raises the reader's error, in order."""
+    def take(self) -> _Part:
+        """The stream's part of the next step; raises the reader's error, in order."""
         while True:
             try:
                 item = self.out.get(timeout=POLL_S * 10)
@@ -373,20 +380,17 @@ class StreamingImages:
                 self._start(step)
         parts = []
         for s in self.mine:
-            for _ in range(self.per_stream):
-                sample = self._readers[s].take()
-                self._at[s] = sample.after
-                self._counts[s]["skipped"] += len(sample.skipped)
-                self._counts[s]["held_out"] += sample.held_out
-                self.skipped_count += len(sample.skipped)
-                self.held_out_count += sample.held_out
-                room = SKIPPED_KEPT - len(self.skipped)
-                if room > 0:
-                    self.skipped.extend(sample.skipped[:room])
-                parts.append(sample)
-        x1 = torch.stack([p.x1 for p in parts])
-        x0 = torch.stack([p.x0 for p in parts])
-        t = torch.stack([p.t for p in parts])
+            part = self._readers[s].take()
+            self._at[s] = part.after
+            self._counts[s]["skipped"] += len(part.skipped)
+            self._counts[s]["held_out"] += part.held_out
+            self.skipped_count += len(part.skipped)
+            self.held_out_count += part.held_out
+            self.skipped.extend(part.skipped[:max(0, SKIPPED_KEPT - len(self.skipped))])
+            parts.append(part)
+        x1 = torch.cat([p.x1 for p in parts])
+        x0 = torch.cat([p.x0 for p in parts])
+        t = torch.cat([p.t for p in parts])
         if self.ot:  # as keyed_batch: pairing over this worker's part
             x0 = x0[ot_permutation(x0, x1)]
         x_t, u_t = linear_path(x0, x1, t)
