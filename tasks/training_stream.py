@@ -119,6 +119,9 @@ class _Stream:
     def __init__(self, owner: StreamingImages, stream: int, start: StreamPosition,
                  first_sample: int):
         self.owner, self.stream = owner, stream
+        # this start's own flag and pools: a reader left behind by an earlier close (stuck in
+        # a storage call) never wakes into a later start
+        self.stop, self.io, self.decode = owner._stop, owner._io, owner._decode
         # one item per step: a queue operation (and GIL hand-over) per sample slowed the
         # training thread about 30-fold
         self.out: queue.Queue = queue.Queue(maxsize=owner.queue_batches)
@@ -129,7 +132,7 @@ class _Stream:
 
     def _put(self, item: Any) -> bool:
         """Put ``item`` unless the source closes first (then False)."""
-        while not self.owner._stop.is_set():
+        while not self.stop.is_set():
             try:
                 self.out.put(item, timeout=POLL_S)
                 return True
@@ -147,7 +150,7 @@ class _Stream:
                         for row in reader.read(request, o.source)]
             except Exception as exc:
                 if attempt + 1 == READ_ATTEMPTS or not is_transient_storage_error(exc) \
-                        or o._stop.wait(RETRY_PAUSE_S * (attempt + 1)):
+                        or self.stop.wait(RETRY_PAUSE_S * (attempt + 1)):
                     raise
         raise AssertionError("unreachable")
 
@@ -167,10 +170,10 @@ class _Stream:
             return e, i, o.shards[order[i]]
 
         epoch, index, shard = following(epoch, index)
-        pending = o._io.submit(self._read_shard, shard)
+        pending = self.io.submit(self._read_shard, shard)
         while True:
             e2, i2, nxt = following(epoch, index + 1)
-            ahead = o._io.submit(self._read_shard, nxt)
+            ahead = self.io.submit(self._read_shard, nxt)
             yield StreamPosition(epoch, index, 0), shard, pending
             epoch, index, shard, pending = e2, i2, nxt, ahead
 
@@ -208,10 +211,10 @@ class _Stream:
         limit = max(sum(s.count for s in o.shards), 1)
         try:
             rows = self._rows(start)
-            while not o._stop.is_set():
+            while not self.stop.is_set():
                 while len(pending) < lookahead:
                     after, shard, row = next(rows)
-                    job = None if row is None else o._decode.submit(o._decode_row, shard, row)
+                    job = None if row is None else self.decode.submit(o._decode_row, shard, row)
                     pending.append((after, job))
                 after, job = pending.popleft()
                 if job is None:
@@ -259,7 +262,7 @@ class _Stream:
                 item = self.out.get(timeout=POLL_S * 10)
                 break
             except queue.Empty:
-                if self.owner._stop.is_set():
+                if self.stop.is_set():
                     raise RuntimeError("the streaming source is closed") from None
                 if not self.thread.is_alive() and self.out.empty():
                     raise RuntimeError(f"data stream {self.stream}'s reader stopped "
@@ -353,7 +356,7 @@ class StreamingImages:
             return None, f"{shard.shard_id}: {row.where or row_key(row)}: {exc}"
 
     def _start(self, step: int) -> None:
-        self._stop.clear()
+        self._stop = threading.Event()
         self._io = ThreadPoolExecutor(len(self.mine), thread_name_prefix="restora-shard-read")
         self._decode = ThreadPoolExecutor(self.decode_threads,
                                           thread_name_prefix="restora-decode")
