@@ -40,8 +40,9 @@ from restora_core.training.keyed import (
 )
 
 from .decode import ImageError, decode_pixels
+from .planning import make_plan
 from .readers import ShardPlan, SourceRow, get_reader
-from .spec import InputSpec
+from .spec import InputSpec, JobSpecError, OutputSpec
 from .storage import is_transient_storage_error
 
 # Skip reasons kept (all skipped rows are counted).
@@ -97,6 +98,25 @@ def row_order(seed: int, shard_id: str, epoch: int, n_rows: int) -> np.ndarray:
 def row_key(row: SourceRow) -> str:
     """The key a holdout predicate sees (as ``tasks.training_data.read_images`` names rows)."""
     return f"{row.source_uri}#{row.raw_id}" if row.where else str(row.source_uri)
+
+
+def plan_input(data_uri: str, plan_dir: str, *, storage_options: dict[str, Any] | None = None,
+               shard_size: int | None = None) -> tuple[list[ShardPlan], InputSpec, str]:
+    """Plan ``data_uri`` once (the driver): (shards, input spec, format) for every worker.
+
+    Folder and tar inputs keep their shards' item lists under ``plan_dir``, which every worker
+    reads whenever its stream visits the shard: put it where all workers can read it (e.g.
+    beside the checkpoints) and keep it for the whole run, resumes included.
+    """
+    options = dict(storage_options or {})
+    try:
+        source = InputSpec(input_uri=data_uri, storage_options=options,
+                           **({"shard_size": shard_size} if shard_size else {}))
+        scratch = OutputSpec(output_uri=plan_dir, storage_options=options)
+    except ValueError as exc:
+        raise JobSpecError(f"--data: {exc}") from None
+    plan = make_plan(source, scratch)
+    return plan.shards, source, plan.input_format
 
 
 def check_streams(batch_size: int, world_size: int, streams: int, n_shards: int) -> None:

@@ -11,7 +11,7 @@ import torch
 from restora_core.training.keyed import SampleRule
 from tasks.planning import make_plan
 from tasks.spec import InputSpec, OutputSpec
-from tasks.training_stream import StreamingImages, stream_shards
+from tasks.training_stream import StreamingImages, plan_input, stream_shards
 
 from .shards import png
 
@@ -31,6 +31,17 @@ def folder(tmp_path, images: list[np.ndarray], shard_size: int):
 def planned(tmp_path, source: InputSpec):
     plan = make_plan(source, OutputSpec(output_uri=str(tmp_path / "scratch")))
     return plan.shards, source, plan.input_format
+
+
+def test_plan_input_plans_once_for_every_worker(tmp_path):
+    root = tmp_path / "in"
+    root.mkdir()
+    for i, im in enumerate(random_images(5)):
+        (root / f"{i}.png").write_bytes(png(im))
+    shards, source, fmt = plan_input(str(root), str(tmp_path / "plan"), shard_size=2)
+    assert fmt == "images" and [s.count for s in shards] == [2, 2, 1]
+    assert all(s.items_uri.startswith(str(tmp_path / "plan")) for s in shards)
+    assert source.shard_size == 2
 
 
 def random_images(n: int, size: int = 20, seed: int = 0) -> list[np.ndarray]:
