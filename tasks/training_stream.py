@@ -181,13 +181,18 @@ class _Stream:
         o = self.owner
         n = len(o.shards)
         epoch, index = start.epoch, start.shard
+        orders: dict[int, list[int]] = {}
+
+        def order_of(e: int) -> list[int]:
+            if e not in orders:  # one permutation of all shards per epoch, not per shard
+                orders.pop(e - 2, None)
+                orders[e] = stream_shards(n, o.streams, self.stream, o.seed, e)
+            return orders[e]
 
         def following(e: int, i: int) -> tuple[int, int, ShardPlan]:
-            order = stream_shards(n, o.streams, self.stream, o.seed, e)
-            if i >= len(order):
+            if i >= len(order_of(e)):
                 e, i = e + 1, 0
-                order = stream_shards(n, o.streams, self.stream, o.seed, e)
-            return e, i, o.shards[order[i]]
+            return e, i, o.shards[order_of(e)[i]]
 
         epoch, index, shard = following(epoch, index)
         pending = self.io.submit(self._read_shard, shard)
