@@ -335,9 +335,10 @@ class StreamingImages:
             raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
         check_streams(self.batch_size, self.world_size, self.streams, len(self.shards))
         self.per_stream = self.batch_size // self.streams
-        # names the shard list in positions: a resume over other shards cannot be exact
+        # names the shard list in positions: a resume over other shards cannot be exact (not
+        # items_uri, which names the plan's scratch folder, not the data)
         self._shards_key = f"{len(self.shards)}:" + hashlib.sha256("\n".join(
-            f"{s.shard_id} {s.count} {s.file_uri or s.items_uri}" for s in self.shards
+            f"{s.shard_id} {s.kind} {s.count} {s.file_uri or s.name or ''}" for s in self.shards
         ).encode()).hexdigest()[:16]
         self.mine = [s for s in range(self.streams) if s % self.world_size == self.rank]
         self.decode_threads = max(1, int(decode_threads))
@@ -455,7 +456,7 @@ class StreamingImages:
             if p.get("shards") != self._shards_key:
                 raise ValueError(
                     f"the checkpoint streamed other shards ({p.get('shards')}) than this run "
-                    f"plans ({self._shards_key}: count:hash of ids, counts, files); a resume "
+                    f"plans ({self._shards_key}: count:hash of ids, sizes, files); a resume "
                     "must read the same input, planned the same way")
             if p.get("next_step") != step:
                 raise ValueError(f"the checkpoint's data positions are for step "

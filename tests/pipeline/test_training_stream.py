@@ -28,8 +28,8 @@ def folder(tmp_path, images: list[np.ndarray], shard_size: int):
     return planned(tmp_path, InputSpec(input_uri=str(root), shard_size=shard_size))
 
 
-def planned(tmp_path, source: InputSpec):
-    plan = make_plan(source, OutputSpec(output_uri=str(tmp_path / "scratch")))
+def planned(tmp_path, source: InputSpec, scratch: str = "scratch"):
+    plan = make_plan(source, OutputSpec(output_uri=str(tmp_path / scratch)))
     return plan.shards, source, plan.input_format
 
 
@@ -166,9 +166,10 @@ def test_resume_from_stored_positions_gives_the_same_batches_on_any_worker_count
         positions_w1 = [prefetched.position(3)]
     finally:
         prefetched.close()
+    replanned = planned(tmp_path, planning[1], "scratch-of-the-resumed-run")
     for positions in (positions_w2, positions_w1):
-        one = source_of(planning, CROP, **kw)
-        two = [source_of(planning, CROP, rank=r, world_size=2, **kw) for r in range(2)]
+        one = source_of(replanned, CROP, **kw)
+        two = [source_of(replanned, CROP, rank=r, world_size=2, **kw) for r in range(2)]
         try:
             for s in (one, *two):
                 s.restore(positions, 3)
