@@ -13,7 +13,7 @@ from tasks.planning import make_plan
 from tasks.spec import InputSpec, OutputSpec
 from tasks.training_stream import StreamingImages, plan_input, stream_shards
 
-from .shards import png
+from .shards import img2dataset_members, png, tar_bytes
 
 SEED = 7
 
@@ -246,6 +246,26 @@ def test_parquet_shards_stream_like_a_folder(tmp_path):
     finally:
         src.close()
     assert sorted(got) == list(range(8))  # one epoch of both streams: every row once
+
+
+def test_webdataset_tars_stream_and_hold_out_by_member(tmp_path):
+    images = [np.repeat(im[..., None], 3, axis=-1) for im in flat_images(6)]
+    root = tmp_path / "tars"
+    root.mkdir()
+    for shard in range(2):
+        (root / f"{shard:05d}.tar").write_bytes(
+            tar_bytes(img2dataset_members(images[3 * shard:3 * shard + 3], shard)))
+    planning = planned(tmp_path, InputSpec(input_uri=str(root)))
+    assert planning[2] == "webdataset"
+    def held(key: str) -> bool:  # the second image of tar 1
+        return key.endswith(".tar#000010001.png#00001/000010001")
+
+    src = source_of(planning, SampleRule(8, 3), batch_size=2, streams=2, held_out=held)
+    try:
+        got = [i for k in range(5) for i in which(src.batch(k))]
+    finally:
+        src.close()
+    assert set(got) == {0, 1, 2, 3, 5} and src.held_out_count >= 1
 
 
 def test_a_shard_that_cannot_be_read_surfaces_in_batch_naming_it(tmp_path):
