@@ -50,6 +50,8 @@ SKIPPED_KEPT = 20
 # Attempts at reading a shard when the storage fails transiently, and the pause before each retry.
 READ_ATTEMPTS = 3
 RETRY_PAUSE_S = 1.0
+# Rows per read request when a shard is read whole (the spec's upper bound).
+MAX_READ_BATCH = 4096
 # How often blocked threads look at the stop flag (bounds how long close() takes).
 POLL_S = 0.05
 
@@ -166,8 +168,8 @@ class _Stream:
         reader = get_reader(shard.kind)
         for attempt in range(READ_ATTEMPTS):
             try:
-                return [row for request in reader.requests(shard, o.source, None)
-                        for row in reader.read(request, o.source)]
+                return [row for request in reader.requests(shard, o.read_spec, None)
+                        for row in reader.read(request, o.read_spec)]
             except Exception as exc:
                 if attempt + 1 == READ_ATTEMPTS or not is_transient_storage_error(exc) \
                         or self.stop.wait(RETRY_PAUSE_S * (attempt + 1)):
@@ -344,6 +346,9 @@ class StreamingImages:
         self.decode_threads = max(1, int(decode_threads))
         self.held_out = held_out
         self.max_pixels = int(max_pixels if max_pixels is not None else source.max_pixels)
+        # a shard is read whole: big requests, else a Parquet row group is decompressed again
+        # for every read_batch rows of it
+        self.read_spec = source.model_copy(update={"read_batch": MAX_READ_BATCH})
         self.queue_batches = max(1, int(queue_batches))
         self.skipped: list[str] = []  # the first SKIPPED_KEPT reasons
         self.skipped_count = 0
