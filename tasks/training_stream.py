@@ -144,6 +144,7 @@ class _Stream:
         # this start's own flag and pools: a reader left behind by an earlier close (stuck in
         # a storage call) never wakes into a later start
         self.stop, self.io, self.decode = owner._stop, owner._io, owner._decode
+        self.fetch = owner._fetch
         # one item per step: a queue operation (and GIL hand-over) per sample slowed the
         # training thread about 30-fold
         self.out: queue.Queue = queue.Queue(maxsize=owner.queue_batches)
@@ -166,10 +167,19 @@ class _Stream:
         """Every row of ``shard`` (undecoded), retrying transient storage failures."""
         o = self.owner
         reader = get_reader(shard.kind)
+        # one file (Parquet, tar): few big requests, else a Parquet row group is decompressed
+        # again for every read_batch rows; separate objects (a folder): requests fetched at once
+        spec = o.whole_file_spec if shard.file_uri else o.source
+
+        def fetch(request: dict[str, Any]) -> list[SourceRow]:
+            return list(reader.read(request, spec))
+
         for attempt in range(READ_ATTEMPTS):
             try:
-                return [row for request in reader.requests(shard, o.read_spec, None)
-                        for row in reader.read(request, o.read_spec)]
+                requests = list(reader.requests(shard, spec, None))
+                if len(requests) == 1:
+                    return fetch(requests[0])
+                return [row for rows in self.fetch.map(fetch, requests) for row in rows]
             except Exception as exc:
                 if attempt + 1 == READ_ATTEMPTS or not is_transient_storage_error(exc) \
                         or self.stop.wait(RETRY_PAUSE_S * (attempt + 1)):
@@ -318,14 +328,16 @@ class StreamingImages:
         divide it. decode_threads: decoder threads of this worker. held_out: predicate on a row's
         key (``source_uri#raw_id`` for members/cells, else ``source_uri``); true rows are never
         trained on. max_pixels: decompression-bomb cap (None: the input spec's).
-        queue_batches: steps read ahead per stream.
+        queue_batches: steps read ahead per stream. read_threads: concurrent reads of a
+        shard's separate files (image folders; one-file shards are read in a few big requests).
     """
 
     def __init__(self, shards: list[ShardPlan], source: InputSpec, input_format: str,
                  rule: SampleRule, seed: int, *, batch_size: int, rank: int = 0,
                  world_size: int = 1, streams: int | None = None, ot: bool = False,
                  decode_threads: int = 2, held_out: Callable[[str], bool] | None = None,
-                 max_pixels: int | None = None, queue_batches: int = 4):
+                 max_pixels: int | None = None, queue_batches: int = 4,
+                 read_threads: int = 8):
         if not shards:
             raise ValueError("the training input has no shards")
         get_reader(input_format)  # a clear KeyError for an unknown format, here
@@ -346,9 +358,8 @@ class StreamingImages:
         self.decode_threads = max(1, int(decode_threads))
         self.held_out = held_out
         self.max_pixels = int(max_pixels if max_pixels is not None else source.max_pixels)
-        # a shard is read whole: big requests, else a Parquet row group is decompressed again
-        # for every read_batch rows of it
-        self.read_spec = source.model_copy(update={"read_batch": MAX_READ_BATCH})
+        self.whole_file_spec = source.model_copy(update={"read_batch": MAX_READ_BATCH})
+        self.read_threads = max(1, int(read_threads))
         self.queue_batches = max(1, int(queue_batches))
         self.skipped: list[str] = []  # the first SKIPPED_KEPT reasons
         self.skipped_count = 0
@@ -362,6 +373,7 @@ class StreamingImages:
         self._stop = threading.Event()
         self._readers: dict[int, _Stream] | None = None
         self._io: ThreadPoolExecutor | None = None
+        self._fetch: ThreadPoolExecutor | None = None
         self._decode: ThreadPoolExecutor | None = None
         self.description = (
             f"streaming: {self.streams} streams over {len(self.shards)} shards; stream s reads "
@@ -389,6 +401,7 @@ class StreamingImages:
     def _start(self, step: int) -> None:
         self._stop = threading.Event()
         self._io = ThreadPoolExecutor(len(self.mine), thread_name_prefix="restora-shard-read")
+        self._fetch = ThreadPoolExecutor(self.read_threads, thread_name_prefix="restora-fetch")
         self._decode = ThreadPoolExecutor(self.decode_threads,
                                           thread_name_prefix="restora-decode")
         first = step * self.per_stream
@@ -488,7 +501,7 @@ class StreamingImages:
         readers, self._readers = self._readers, None
         for reader in (readers or {}).values():
             reader.thread.join(timeout=5.0)
-        for pool in (self._io, self._decode):
+        for pool in (self._io, self._fetch, self._decode):
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
-        self._io = self._decode = None
+        self._io = self._fetch = self._decode = None

@@ -25,7 +25,8 @@ def folder(tmp_path, images: list[np.ndarray], shard_size: int):
     root.mkdir()
     for i, im in enumerate(images):
         (root / f"im{i:03d}.png").write_bytes(png(im))
-    return planned(tmp_path, InputSpec(input_uri=str(root), shard_size=shard_size))
+    # read_batch 2: a shard of several requests, fetched concurrently
+    return planned(tmp_path, InputSpec(input_uri=str(root), shard_size=shard_size, read_batch=2))
 
 
 def planned(tmp_path, source: InputSpec, scratch: str = "scratch"):
