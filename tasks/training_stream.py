@@ -252,13 +252,18 @@ class _Stream:
                 while len(pending) < lookahead:
                     after, shard, row = next(rows)
                     job = None if row is None else self.decode.submit(o._decode_row, shard, row)
-                    pending.append((after, job))
-                after, job = pending.popleft()
+                    pending.append((after, shard, row, job))
+                after, shard, row, job = pending.popleft()
                 if job is None:
                     held += 1
                     in_a_row += 1
                 else:
-                    img, why = job.result()
+                    try:
+                        img, why = job.result()
+                    except Exception as exc:
+                        raise RuntimeError(f"preparing '{row_key(row)}' of shard "
+                                           f"'{shard.shard_id}': {type(exc).__name__}: "
+                                           f"{exc}") from exc
                     if img is None:
                         skipped.append(why)
                         in_a_row += 1
@@ -286,7 +291,7 @@ class _Stream:
                        f"data stream {self.stream} failed: {type(exc).__name__}: {exc}")
             self._put(_Failure(exc.error if isinstance(exc, _ShardError) else exc, message))
         finally:
-            for _, job in pending:
+            for *_, job in pending:
                 if job is not None:
                     job.cancel()
 
