@@ -33,10 +33,9 @@ from restora_core.training.keyed import KeyedImages, SampleRule
 from restora_core.training.parallel import BatchSource
 
 from .decode import ImageError, decode_pixels
-from .planning import make_plan
 from .readers import ShardPlan, get_reader
 from .readers.base import shard_items
-from .spec import InputSpec, JobSpecError, OutputSpec
+from .spec import InputSpec
 
 # Skipped images named in the model card (all of them are counted).
 SKIPPED_LISTED = 20
@@ -73,16 +72,6 @@ class TrainingData:
     shards: list[ShardPlan]
     stream: bool
     info: dict[str, Any]
-
-
-def _parts(data_uri: str, scratch: str,
-           storage_options: dict[str, Any]) -> tuple[InputSpec, OutputSpec]:
-    # The readers take the input part; the plan's item lists go to a scratch output.
-    try:
-        return (InputSpec(input_uri=data_uri, storage_options=storage_options),
-                OutputSpec(output_uri=scratch))
-    except ValueError as exc:
-        raise JobSpecError(f"--data: {exc}") from None
 
 
 def shard_keys(shard: ShardPlan, storage_options: dict[str, Any] | None = None) -> list[str]:
@@ -168,32 +157,30 @@ def _shard_bytes(data_source: InputSpec, shards: list[ShardPlan]) -> list[int]:
 def plan_training_data(cfg: TrainConfig, plan_dir: str) -> TrainingData:
     """Plan ``cfg.data``'s shards (item lists under ``plan_dir``), fingerprint them and decide
     whether to stream; JobSpecError for an input that cannot be read."""
-    try:
-        source = InputSpec(input_uri=cfg.data, storage_options=dict(cfg.storage_options or {}))
-        scratch = OutputSpec(output_uri=plan_dir, storage_options=dict(cfg.storage_options or {}))
-    except ValueError as exc:
-        raise JobSpecError(f"--data: {exc}") from None
-    plan = make_plan(source, scratch)
-    sizes = _shard_bytes(source, plan.shards)
+    from .training_stream import plan_input
+
+    shards, source, input_format = plan_input(cfg.data, plan_dir,
+                                              storage_options=cfg.storage_options)
+    sizes = _shard_bytes(source, shards)
     listing = [{"shard": s.name or s.shard_id, "count": s.count, "bytes": b}
-               for s, b in zip(plan.shards, sizes)]
+               for s, b in zip(shards, sizes)]
     fingerprint = hashlib.sha256(json.dumps(listing, sort_keys=True).encode()).hexdigest()
     total = sum(sizes)
     stream = (total > cfg.stream_above_mb * 2 ** 20) if cfg.stream is None else bool(cfg.stream)
     info: dict[str, Any] = {
-        "source": cfg.data, "format": plan.input_format, "shards": listing,
+        "source": cfg.data, "format": input_format, "shards": listing,
         "fingerprint": fingerprint,
         "fingerprint_of": "sha256 of the shard list: name, image count and bytes of each shard",
-        "images_listed": sum(s.count for s in plan.shards), "bytes": total,
+        "images_listed": sum(s.count for s in shards), "bytes": total,
         "mode": "crop" if cfg.data_mode == "auto" else cfg.data_mode,
         "stream": stream, "augment": {"hflip": bool(cfg.hflip), "rot90": bool(cfg.rot90)}}
     if cfg.holdout > 0:
-        keys = [k for s in plan.shards for k in shard_keys(s, cfg.storage_options)]
+        keys = [k for s in shards for k in shard_keys(s, cfg.storage_options)]
         held = [k for k in keys if held_out(k, cfg.holdout)]
         info["holdout"] = {"fraction": cfg.holdout, "rule": HOLDOUT_RULE, "count": len(held),
                            "keys_sha256": hashlib.sha256("\n".join(held).encode()).hexdigest(),
                            "keys": held}
-    return TrainingData(source, plan.input_format, plan.shards, stream, info)
+    return TrainingData(source, input_format, shards, stream, info)
 
 
 def sample_rule(cfg: TrainConfig) -> SampleRule:

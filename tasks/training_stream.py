@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from restora_core.training import CFMBatch, linear_path, ot_permutation
+from restora_core.training import CFMBatch
 from restora_core.training.keyed import (
     SampleRule,
+    cfm_batch,
     epoch_order,
     keyed_sample,
     keyed_seed,
@@ -98,8 +99,8 @@ def row_order(seed: int, shard_id: str, epoch: int, n_rows: int) -> np.ndarray:
 
 
 def row_key(row: SourceRow) -> str:
-    """The key a holdout predicate sees (as ``tasks.training_data.read_images`` names rows)."""
-    return f"{row.source_uri}#{row.raw_id}" if row.where else str(row.source_uri)
+    """The key a holdout predicate sees: the row's source URI (as ``tasks.training_data``)."""
+    return str(row.source_uri)
 
 
 def plan_input(data_uri: str, plan_dir: str, *, storage_options: dict[str, Any] | None = None,
@@ -359,7 +360,9 @@ class StreamingImages:
         self._shards_key = f"{len(self.shards)}:" + hashlib.sha256("\n".join(
             f"{s.shard_id} {s.kind} {s.count} {s.file_uri or s.name or ''}" for s in self.shards
         ).encode()).hexdigest()[:16]
-        self.mine = [s for s in range(self.streams) if s % self.world_size == self.rank]
+        # contiguous blocks of streams: rank order then stream order is the one-worker order
+        per_worker = self.streams // self.world_size
+        self.mine = list(range(self.rank * per_worker, (self.rank + 1) * per_worker))
         self.decode_threads = max(1, int(decode_threads))
         self.held_out = held_out
         self.max_pixels = int(max_pixels if max_pixels is not None else source.max_pixels)
@@ -440,13 +443,8 @@ class StreamingImages:
             self.held_out_count += part.held_out
             self.skipped.extend(part.skipped[:max(0, SKIPPED_KEPT - len(self.skipped))])
             parts.append(part)
-        x1 = torch.cat([p.x1 for p in parts])
-        x0 = torch.cat([p.x0 for p in parts])
-        t = torch.cat([p.t for p in parts])
-        if self.ot:  # as keyed_batch: pairing over this worker's part
-            x0 = x0[ot_permutation(x0, x1)]
-        x_t, u_t = linear_path(x0, x1, t)
-        return CFMBatch(x_t=x_t, t=t, u_t=u_t)
+        return cfm_batch(torch.cat([p.x1 for p in parts]), torch.cat([p.x0 for p in parts]),
+                         torch.cat([p.t for p in parts]), ot=self.ot)
 
     def _position_now(self, step: int) -> dict[str, Any]:
         streams = {str(s): {"epoch": p.epoch, "shard": p.shard, "row": p.row, **self._counts[s]}

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +58,7 @@ def one_process_weights(argv: list[str], plan_dir: Path) -> dict[str, torch.Tens
 
 def ray_checkpoint(run_folder: Path) -> dict:
     """The newest checkpoint state Ray Train persisted in the run folder."""
-    newest = sorted(glob.glob(str(run_folder / "checkpoint_*" / "state.pt")))[-1]
+    newest = max(glob.glob(str(run_folder / "checkpoint_*" / "state.pt")))
     return torch.load(newest, map_location="cpu", weights_only=True)
 
 

@@ -20,6 +20,7 @@ def rgb_images(n: int, h: int, w: int, seed: int = 0) -> list[np.ndarray]:
 
 
 def config(data: str, resolution: int, channels: int = 3, **fields) -> TrainConfig:
+    fields.setdefault("data_mode", "resize")  # build_training_set: the on-device sets
     return TrainConfig(data=data, resolution=resolution, channels=channels, **fields)
 
 
@@ -35,9 +36,9 @@ def test_a_folder_gives_resized_and_cropped_sets_and_names_the_broken_file(tmp_p
     assert info["format"] == "images" and info["count"] == 4 and info["skipped"] == 1
     assert "broken.png" in info["skipped_examples"][0]
     assert "not-an-image" in info["skipped_examples"][0]
-    gray, info = build_training_set(config(str(tmp_path), 16, 1, data_mode="crop",
+    gray, info = build_training_set(config(str(tmp_path), 16, 1, data_mode="multiscale",
                                            scales=[1, 2], hflip=True))
-    assert isinstance(gray, CropSourceSet) and gray.channels == 1 and info["mode"] == "crop"
+    assert isinstance(gray, CropSourceSet) and gray.channels == 1 and info["mode"] == "multiscale"
     assert gray.batch(0, 6).shape == (6, 1, 16, 16)
 
 
@@ -111,3 +112,49 @@ def test_images_under_an_s3_prefix_and_npz_sets_on_s3(monkeypatch):
         assert not [p for p in fs.find("imgs") if "tmp" in p or "partial" in p]
     finally:
         server.stop()
+
+
+def keyed_config(data: str, **fields) -> TrainConfig:
+    return TrainConfig(data=data, resolution=16, channels=3, batch_size=4, **fields)
+
+
+def test_image_sources_are_planned_once_with_a_fingerprint_and_train_on_random_crops(tmp_path):
+    from tasks.training_data import open_training_source, plan_training_data
+
+    src = tmp_path / "imgs"
+    src.mkdir()
+    for i, im in enumerate(rgb_images(5, 20, 40)):
+        (src / f"{i}.png").write_bytes(png(im))
+    (src / "broken.png").write_bytes(b"garbage")
+    data = plan_training_data(keyed_config(str(src)), str(tmp_path / "plan"))
+    assert not data.stream and data.info["images_listed"] == 6 and data.info["mode"] == "crop"
+    again = plan_training_data(keyed_config(str(src)), str(tmp_path / "plan2"))
+    assert again.info["fingerprint"] == data.info["fingerprint"]
+    source, info = open_training_source(keyed_config(str(src)), data)
+    assert info["count"] == 5 and info["skipped"] == 1 and "broken.png" in info["skipped_examples"][0]
+    batch = source.batch(0)
+    assert batch.x_t.shape == (4, 3, 16, 16)
+
+    (src / "5.png").write_bytes(png(rgb_images(1, 20, 40, seed=9)[0]))
+    grown = plan_training_data(keyed_config(str(src)), str(tmp_path / "plan3"))
+    assert grown.info["fingerprint"] != data.info["fingerprint"]
+    streamed = plan_training_data(keyed_config(str(src), stream_above_mb=1e-6),
+                                  str(tmp_path / "plan4"))
+    assert streamed.stream
+
+
+def test_holdout_is_a_stable_split_by_key_that_training_never_sees(tmp_path):
+    from tasks.training_data import held_out, open_training_source, plan_training_data
+
+    src = tmp_path / "imgs"
+    src.mkdir()
+    for i, im in enumerate(rgb_images(40, 16, 16)):
+        (src / f"{i:02d}.png").write_bytes(png(im))
+    cfg = keyed_config(str(src), holdout=0.25)
+    data = plan_training_data(cfg, str(tmp_path / "plan"))
+    split = data.info["holdout"]
+    assert 0 < split["count"] < 40 and split["fraction"] == 0.25
+    assert all(held_out(k, 0.25) for k in split["keys"])
+    _, info = open_training_source(cfg, data)
+    assert info["count"] == 40 - split["count"] and "keys" not in info["holdout"]
+    assert plan_training_data(cfg, str(tmp_path / "p2")).info["holdout"]["keys"] == split["keys"]
