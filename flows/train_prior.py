@@ -93,6 +93,11 @@ def run_training(cfg: TrainConfig, scale: dict[str, Any] | None = None,
     if scale is not None and not _keyed(cfg):
         raise ValueError("--workers trains on image sources (a folder, Parquet or WebDataset, "
                          f"data_mode crop or resize); '{cfg.data}' is a prepared array set")
+    if restart and cfg.checkpoint_dir:
+        from tasks.ray_training import clear_run_folder
+
+        if clear_run_folder(cfg):
+            logger.warning("--restart: deleted the run folder %s", cfg.checkpoint_dir)
     if not _keyed(cfg):
         dataset = data_info = None
         if not is_array_set(cfg):
@@ -101,8 +106,6 @@ def run_training(cfg: TrainConfig, scale: dict[str, Any] | None = None,
             dataset, data_info = build_training_set(cfg)
             logger.info("training set: %d images from %s (%s, %d skipped)",
                         data_info["count"], cfg.data, data_info["format"], data_info["skipped"])
-        if restart and cfg.checkpoint_dir:
-            cfg = dataclasses.replace(cfg, resume=False)
         result = train(cfg, dataset=dataset, data_info=data_info, callback=on_event)
         update_progress_artifact(progress_id, 100.0)
         return _summary(result)
@@ -111,7 +114,7 @@ def run_training(cfg: TrainConfig, scale: dict[str, Any] | None = None,
     from tasks.training_data import plan_training_data, write_holdout
 
     data = plan_training_data(cfg, cfg.checkpoint_dir.rstrip("/") + "/data-plan")
-    claimed = claim_run_folder(cfg, data, restart=restart)
+    claimed = claim_run_folder(cfg, data)
     logger.info("training data: %d images listed in %d shards of %s (%s, %.1f MB, %s); run "
                 "folder %s (%s)", data.info["images_listed"], len(data.shards), cfg.data,
                 data.input_format, data.info["bytes"] / 1e6,

@@ -70,14 +70,21 @@ def run_record(cfg: TrainConfig, data: TrainingData) -> dict[str, Any]:
             "data_fingerprint": data.info["fingerprint"]}
 
 
-def claim_run_folder(cfg: TrainConfig, data: TrainingData, *, restart: bool) -> str:
-    """Check (or with ``restart``, clear) the run folder before any worker starts; returns
-    "new" or "resume". ResumeRefused names what changed."""
+def clear_run_folder(cfg: TrainConfig) -> bool:
+    """Delete the run folder (``--restart``: start over); whether there was one."""
+    fs, root = open_fs(cfg.checkpoint_dir.rstrip("/"), cfg.storage_options)
+    if not fs.exists(root):
+        return False
+    fs.rm(root, recursive=True)
+    return True
+
+
+def claim_run_folder(cfg: TrainConfig, data: TrainingData) -> str:
+    """Check the run folder before any worker starts: "new" (now recorded as this run's) or
+    "resume"; ResumeRefused names what changed."""
     uri = cfg.checkpoint_dir.rstrip("/")
     fs, root = open_fs(uri, cfg.storage_options)
     record_path = f"{root}/{RUN_FILE}"
-    if restart and fs.exists(root):
-        fs.rm(root, recursive=True)
     mine = run_record(cfg, data)
     if fs.exists(record_path) and _has_checkpoint(fs, root):
         saved = json.loads(fs.cat_file(record_path))
