@@ -21,6 +21,7 @@ import argparse
 import base64
 import dataclasses
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -61,6 +62,17 @@ def resolve_config(config: dict[str, Any] | None, recipe: str | None,
     return TrainConfig.from_dict(fields)
 
 
+def absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with local paths made absolute: Ray workers do not share the caller's folder."""
+    def fix(uri: str | None) -> str | None:
+        if not uri or "://" in uri:
+            return uri
+        return os.path.abspath(os.path.expanduser(uri))
+
+    return dataclasses.replace(cfg, data=fix(cfg.data), output=fix(cfg.output),
+                               checkpoint_dir=fix(cfg.checkpoint_dir))
+
+
 def is_array_set(cfg: TrainConfig) -> bool:
     """Whether ``cfg.data`` is a prepared .npz/.npy set (the shipped recipes) rather than images."""
     return cfg.data.endswith((".npz", ".npy"))
@@ -80,6 +92,7 @@ def run_training(cfg: TrainConfig, scale: dict[str, Any] | None = None,
     logger = get_run_logger()
     progress_id = create_progress_artifact(progress=0.0, key="train-progress",
                                            description=f"steps of {cfg.max_steps}")
+    cfg = absolute_paths(cfg)
 
     def on_event(event: dict[str, Any]) -> None:
         if event["event"] == "log":
