@@ -183,3 +183,37 @@ def test_a_rerun_resumes_and_a_changed_batch_is_refused_until_restart(tmp_path, 
     fresh = restora_cli(*train_args(data, out, 2, 16), "--restart", *url, env=env)
     assert "resumed from:" not in fresh.stdout
     assert load_prior(str(out)).card["training"]["batch_size"] == 16
+
+
+@pytest.mark.timeout(600)
+def test_two_workers_stream_parquet_from_s3_and_checkpoint_there(tmp_path, s3, prefect_server):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from restora_core.priors import load_prior
+
+    fs, options, bucket = s3
+    rng = np.random.default_rng(3)
+    for shard in range(2):
+        rows = [png(rng.integers(0, 255, (20, 20), dtype=np.uint8)) for _ in range(6)]
+        local = tmp_path / f"part-{shard}.parquet"
+        pq.write_table(pa.table({"image": pa.array(rows, pa.binary())}), local)
+        fs.put(str(local), f"{bucket}/train/part-{shard}.parquet")
+    out = f"s3://{bucket}/priors/p.safetensors"
+    done = restora_cli(
+        "train", "--data", f"s3://{bucket}/train", "--resolution", "16", "--channels", "1",
+        "--max-steps", "3", "--batch-size", "8", "--output", out, "--stream",
+        "--set", f"model={TINY_MODEL}", "--set", "sample_count=2", "--set", "sample_steps=2",
+        "--set", f"storage_options={json.dumps(options)}", "--workers", "2",
+        "--cpus-per-worker", "0.5", "--prefect-api-url", prefect_server, timeout=400)
+    assert "trained 3 steps" in done.stdout
+    fs.invalidate_cache()
+    run = fs.ls(f"{bucket}/priors/p.ckpt")
+    saved = [p for p in run if p.rsplit("/", 1)[-1].startswith("checkpoint_20")]
+    assert saved and fs.exists(f"{saved[-1]}/state.pt")
+    local_prior = tmp_path / "p.safetensors"
+    fs.get(f"{bucket}/priors/p.safetensors", str(local_prior))
+    card = load_prior(str(local_prior)).card
+    assert card["data"]["kind"] == "StreamingImages" and card["data"]["stream"] is True
+    assert card["training"]["workers"] == 2 and card["config"]["storage_options"] == {}
+    assert [s["count"] for s in card["data"]["shards"]] == [6, 6]
