@@ -50,9 +50,21 @@ def refuse_credentials(options: Any) -> None:
 
 
 def flag_options(argv: list[str]) -> dict[str, str]:
-    """The ``--storage-option KEY=VALUE`` pairs of a command line (values left as text)."""
+    """The ``--storage-option KEY=VALUE`` pairs of a command line (values left as text), and
+    the entries of `restora train`'s ``--set storage_options=JSON``."""
+    import json
+
     options: dict[str, str] = {}
     for i, arg in enumerate(argv):
+        setting = argv[i + 1] if arg == "--set" and i + 1 < len(argv) else ""
+        if setting.startswith("storage_options="):
+            try:
+                given = json.loads(setting.split("=", 1)[1])
+            except json.JSONDecodeError:
+                given = {}
+            options.update({k: json.dumps(v) for k, v in given.items()}
+                           if isinstance(given, dict) else {})
+            continue
         if arg.startswith("--storage-option="):
             item = arg.split("=", 1)[1]
         elif arg == "--storage-option" and i + 1 < len(argv):
@@ -65,7 +77,8 @@ def flag_options(argv: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
-    """Refuse restore flags that carry credentials before a job (and its command) is recorded."""
+    """Refuse restore or train flags that carry credentials before a job (and its command) is
+    recorded."""
     import json
     import sys
 

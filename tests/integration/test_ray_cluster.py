@@ -66,3 +66,26 @@ def test_ray_job_submit_runs_the_restore_entrypoint(ray_head, tmp_path, tiny_pri
     assert "succeeded" in proc.stdout + proc.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["images"] == {"total": 6, "ok": 6, "error": 0}
+
+
+@pytest.mark.timeout(400)
+def test_ray_job_submit_trains_a_prior_on_two_ray_train_workers(ray_head, tmp_path):
+    from restora_core.priors import load_prior
+
+    url, env = ray_head
+    (tmp_path / "in").mkdir()
+    for i, img in enumerate(gray_images(8, seed=8)):
+        (tmp_path / "in" / f"img{i}.png").write_bytes(png(img))
+    env = {**env, "RAY_ADDRESS": url, "RESTORA_PYTHON": sys.executable,
+           "PREFECT_HOME": str(tmp_path / "prefect")}
+    out = tmp_path / "out" / "p.safetensors"
+    model = json.dumps({"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1,
+                        "attn_resolutions": []})
+    proc = submit_job(["train", "--data", str(tmp_path / "in"), "--resolution", "16",
+                       "--channels", "1", "--max-steps", "2", "--batch-size", "4",
+                       "--output", str(out), "--set", f"model={model}",
+                       "--set", "sample_count=2", "--set", "sample_steps=2",
+                       "--workers", "2", "--cpus-per-worker", "0.5"], env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    card = load_prior(str(out)).card
+    assert card["training"]["workers"] == 2 and card["training"]["steps"] == 2

@@ -75,6 +75,17 @@ def test_submit_script_refuses_a_credential_flag_before_the_job_is_recorded():
     assert "ray job submit" not in proc.stdout + proc.stderr
 
 
+def test_submit_script_refuses_a_training_secret_before_the_job_is_recorded():
+    secret = sentinel()
+    proc = subprocess.run(
+        ["bash", "infra/ray/submit.sh", "train", "--data", "s3://b/imgs", "--set",
+         "storage_options=" + json.dumps({"client_kwargs": {"aws_secret_access_key": secret}})],
+        cwd=REPO, env={**os.environ, "RAY_ADDRESS": "http://127.0.0.1:9"}, capture_output=True,
+        text=True, timeout=60, check=False)
+    assert proc.returncode == 2 and "client_kwargs.aws_secret_access_key" in proc.stderr
+    assert secret not in proc.stdout + proc.stderr
+
+
 def test_submit_script_forwards_no_secret_into_the_runtime_env():
     text = (REPO / "infra" / "ray" / "submit.sh").read_text()
     forwarded = next(line for line in text.splitlines() if line.startswith("for var in"))
