@@ -38,6 +38,7 @@ from prefect.artifacts import (
 
 from restora_core.storage import write_uri_atomic
 from restora_core.training import SHIPPED_RECIPES, TrainConfig, image_grid, train
+from restora_core.training.loop import ResumeRefused
 from restora_core.training.sampling import grid_png
 from tasks.credentials import refuse_credentials
 
@@ -60,33 +61,82 @@ def resolve_config(config: dict[str, Any] | None, recipe: str | None,
     return TrainConfig.from_dict(fields)
 
 
+def is_array_set(cfg: TrainConfig) -> bool:
+    """Whether ``cfg.data`` is a prepared .npz/.npy set (the shipped recipes) rather than images."""
+    return cfg.data.endswith((".npz", ".npy"))
+
+
+def _keyed(cfg: TrainConfig) -> bool:
+    # Image sources train on keyed samples unless the on-device batch path is asked for.
+    return not is_array_set(cfg) and cfg.data_mode != "multiscale" and not cfg.device_data
+
+
 @task(name="train-prior-loop")
-def run_training(cfg: TrainConfig) -> dict[str, Any]:
-    """Run the loop; stream progress to a Prefect progress artifact and the run log. Returns a
-    JSON-able summary plus the sample grid as uint8 (H, W, C)."""
+def run_training(cfg: TrainConfig, scale: dict[str, Any] | None = None,
+                 address: str | None = None, restart: bool = False) -> dict[str, Any]:
+    """Run the loop here, or on ``scale["workers"]`` Ray Train workers; stream progress to a
+    Prefect progress artifact and the run log. Returns a JSON-able summary plus the sample grid
+    as uint8 (H, W, C)."""
     logger = get_run_logger()
     progress_id = create_progress_artifact(progress=0.0, key="train-progress",
                                            description=f"steps of {cfg.max_steps}")
 
     def on_event(event: dict[str, Any]) -> None:
         if event["event"] == "log":
-            logger.info("step %d  loss %.4f  %.2f steps/s  lr %.2e", event["step"],
-                        event["loss"], event["steps_per_s"], event["lr"])
+            logger.info("step %d  loss %.4f  %.2f steps/s  lr %.2e  input %.0f%%",
+                        event["step"], event["loss"], event["steps_per_s"], event["lr"],
+                        100 * event.get("input_fraction", 0.0))
             update_progress_artifact(progress_id, 100.0 * event["step"] / cfg.max_steps)
         elif event["event"] == "checkpoint":
             logger.info("checkpoint %s", event["uri"])
 
-    dataset = data_info = None
-    if not cfg.data.endswith((".npz", ".npy")):
-        from tasks.training_data import build_training_set
+    if scale is not None and not _keyed(cfg):
+        raise ValueError("--workers trains on image sources (a folder, Parquet or WebDataset, "
+                         f"data_mode crop or resize); '{cfg.data}' is a prepared array set")
+    if not _keyed(cfg):
+        dataset = data_info = None
+        if not is_array_set(cfg):
+            from tasks.training_data import build_training_set
 
-        dataset, data_info = build_training_set(cfg)
-        logger.info("training set: %d images from %s (%s, %d skipped)", data_info["count"],
-                    cfg.data, data_info["format"], data_info["skipped"])
-        for reason in data_info["skipped_examples"]:
+            dataset, data_info = build_training_set(cfg)
+            logger.info("training set: %d images from %s (%s, %d skipped)",
+                        data_info["count"], cfg.data, data_info["format"], data_info["skipped"])
+        if restart and cfg.checkpoint_dir:
+            cfg = dataclasses.replace(cfg, resume=False)
+        result = train(cfg, dataset=dataset, data_info=data_info, callback=on_event)
+        update_progress_artifact(progress_id, 100.0)
+        return _summary(result)
+
+    from tasks.ray_training import claim_run_folder
+    from tasks.training_data import plan_training_data, write_holdout
+
+    data = plan_training_data(cfg, cfg.checkpoint_dir.rstrip("/") + "/data-plan")
+    claimed = claim_run_folder(cfg, data, restart=restart)
+    logger.info("training data: %d images listed in %d shards of %s (%s, %.1f MB, %s); run "
+                "folder %s (%s)", data.info["images_listed"], len(data.shards), cfg.data,
+                data.input_format, data.info["bytes"] / 1e6,
+                "streamed" if data.stream else "in memory", cfg.checkpoint_dir, claimed)
+    if scale is None:
+        from tasks.training_data import open_training_source
+
+        source, info = open_training_source(cfg, data)
+        for reason in info.get("skipped_examples", []):
             logger.warning("skipped %s", reason)
-    result = train(cfg, dataset=dataset, data_info=data_info, callback=on_event)
+        result = train(cfg, source=source, data_info=info | {"workers": 1}, callback=on_event)
+        summary = _summary(result)
+    else:
+        from flows.ray_runtime import ray_connection
+        from tasks.ray_training import ScaleConfig, train_on_ray
+
+        with ray_connection(address):
+            summary = train_on_ray(cfg, data, ScaleConfig(**scale), callback=on_event)
+    if cfg.output and "holdout" in data.info:
+        summary["holdout_keys"] = write_holdout(data, cfg)
     update_progress_artifact(progress_id, 100.0)
+    return summary
+
+
+def _summary(result) -> dict[str, Any]:
     grid = image_grid(result.samples) if result.samples is not None else None
     return {"step": result.step, "final_loss": result.final_loss, "seconds": result.seconds,
             "steps_per_s": result.steps_per_s, "stopped_by": result.stopped_by,
@@ -116,6 +166,8 @@ def summary_markdown(summary: dict[str, Any], png: bytes | None) -> str:
         f"| data | `{card['data'].get('source')}` (sha256 `{card['data'].get('sha256')}`) |",
         f"| prior | `{summary['prior']}` |",
         f"| resumed from | `{summary['resumed_from']}` |",
+        (f"| workers | {card['training'].get('workers', 1)} (global batch "
+        f"{card['training']['batch_size']}) |"),
         "",
         "```json", json.dumps(card["architecture"]), "```",
     ]
@@ -127,13 +179,15 @@ def summary_markdown(summary: dict[str, Any], png: bytes | None) -> str:
 
 @flow(name="train-prior")
 def train_prior(config: dict[str, Any] | None = None, recipe: str | None = None,
-                overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+                overrides: dict[str, Any] | None = None, scale: dict[str, Any] | None = None,
+                address: str | None = None, restart: bool = False) -> dict[str, Any]:
     """Train a prior (fields of ``restora_core.training.TrainConfig``; ``recipe`` is a shipped
-    prior's recipe, e.g. ``"digits32"``) and publish artifacts ``train-loss`` (table),
-    ``train-summary`` (markdown with the sample grid) and ``train-progress``. Returns the
-    summary (step, final_loss, seconds, steps_per_s, prior, prior_sha256, card, ...)."""
+    prior's recipe, e.g. ``"digits32"``; ``scale``: ``tasks.ray_training.ScaleConfig`` fields to
+    run on Ray Train workers, on the Ray at ``address``) and publish artifacts ``train-loss``
+    (table), ``train-summary`` (markdown with the sample grid) and ``train-progress``. Returns
+    the summary (step, final_loss, seconds, steps_per_s, prior, prior_sha256, card, ...)."""
     cfg = resolve_config(config, recipe, overrides)
-    summary = run_training(cfg)
+    summary = run_training(cfg, scale, address, restart)
     create_table_artifact(
         table=[{k: (round(v, 6) if isinstance(v, float) else v) for k, v in rec.items()}
                for rec in summary["history"]],
@@ -154,7 +208,7 @@ _BUILD_HINT = "python scripts/build_datasets.py --only {recipe}"
 _FIELD_FLAGS = {
     "data": ("URI", ("training set: a .npz/.npy file, or any input `restora restore` takes "
                     "(a folder of images, Parquet or WebDataset shards; any fsspec URI)")),
-    "resolution": ("R", "the prior's side in pixels (images are resized or cropped to R x R)"),
+    "resolution": ("R", "the prior's side in pixels (images are cropped, or resized, to R x R)"),
     "channels": ("C", "1 (gray) or 3 (RGB); images are converted"),
     "output": ("URI", ("required: where the EMA weights go as a .safetensors prior with its "
                       "model card; the sample grid goes beside it (_samples.png)")),
@@ -162,11 +216,28 @@ _FIELD_FLAGS = {
                               "(default: <output without .safetensors>.ckpt)")),
     "max_steps": ("N", "stop after N optimiser steps"),
     "max_seconds": ("S", "stop after S seconds of training ('none': no limit)"),
-    "batch_size": ("N", "images per optimiser step"),
+    "batch_size": ("N", "images per optimiser step (the global batch, split over workers)"),
+    "data_mode": ("MODE", ("image sources: crop (random R x R crops, the default), resize "
+                          "(centre square) or multiscale (block-mean crops at --set scales)")),
+    "holdout": ("F", ("hold out this fraction of the images (by a hash of each key); the card "
+                     "records the split and <prior>_holdout.txt lists it")),
     "device": ("DEVICE", "torch device: cpu, cuda, cuda:1"),
     "seed": ("N", "seed of the initial weights, the data order and the noise"),
     "name": ("NAME", "the prior's name in its model card"),
 }
+
+
+# Flags about how the run is executed, not what it trains (not TrainConfig fields).
+_RUN_FLAGS = ("workers", "cpus_per_worker", "gpus_per_worker", "max_failures", "address",
+              "restart")
+
+
+def scale_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The ScaleConfig fields of --workers and friends, or None for the plain one-process loop."""
+    if args.workers is None:
+        return None
+    return {"workers": args.workers, "cpus_per_worker": args.cpus_per_worker,
+            "gpus_per_worker": args.gpus_per_worker, "max_failures": args.max_failures}
 
 
 def _optional_number(kind: type):
@@ -202,6 +273,26 @@ def train_parser() -> argparse.ArgumentParser:
                        default=argparse.SUPPRESS, help=text)
     p.add_argument("--bf16", action="store_true", default=argparse.SUPPRESS,
                    help="bf16 autocast on CUDA (weights and loss stay fp32)")
+    p.add_argument("--hflip", action="store_true", default=argparse.SUPPRESS,
+                   help="mirror training samples with probability 1/2")
+    p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                   help="read shards while training instead of decoding all first (default: "
+                        "stream when the shards exceed stream_above_mb, 1024 MB)")
+    scale = p.add_argument_group(
+        "Ray Train workers", "--workers N runs the loop on N data-parallel workers (DDP; gloo on "
+        "CPUs, NCCL on GPUs) on the local Ray or the one at --address; without it one plain "
+        "process trains, with no Ray")
+    scale.add_argument("--workers", type=int, metavar="N", help="data-parallel workers")
+    scale.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C",
+                       help="CPUs each worker reserves (default 1)")
+    scale.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G",
+                       help="GPUs each worker reserves (default 0: CPU workers)")
+    scale.add_argument("--max-failures", type=int, default=2, metavar="N",
+                       help="restarts of the worker group from its last checkpoint (default 2)")
+    scale.add_argument("--address", metavar="ADDR",
+                       help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--restart", action="store_true",
+                   help="start over: clear the checkpoint folder instead of resuming from it")
     p.add_argument("--set", action="append", metavar="FIELD=JSON", default=[],
                    help="any other TrainConfig field, e.g. --set lr=4e-4 --set "
                         "'model={\"ch\": 32, \"ch_mult\": [1, 2]}' (repeat)")
@@ -232,7 +323,8 @@ def config_from_argv(argv: list[str]) -> tuple[TrainConfig, str | None, argparse
     parser = train_parser()
     args = parser.parse_args(argv)
     flags = {k: v for k, v in vars(args).items()
-             if k not in ("recipe", "config", "set", "print_config", "prefect_api_url")}
+             if k not in ("recipe", "config", "set", "print_config", "prefect_api_url",
+                          *_RUN_FLAGS)}
     config: dict[str, Any] = {}
     if args.config:
         try:
@@ -321,15 +413,34 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"restora: error: {problem}", file=sys.stderr)
         return 2
-    state = train_prior(config=cfg.to_dict(), return_state=True)
+    try:
+        scale = scale_from_args(args)
+        if scale is not None:
+            from tasks.ray_training import ScaleConfig
+
+            ScaleConfig(**scale)
+            if cfg.batch_size % scale["workers"]:
+                raise ValueError(f"--batch-size {cfg.batch_size} does not split evenly over "
+                                 f"--workers {scale['workers']}")
+            if scale["gpus_per_worker"] > 0 and cfg.device == "cpu":
+                cfg = dataclasses.replace(cfg, device="cuda")
+    except ValueError as exc:
+        print(f"restora: error: {exc}", file=sys.stderr)
+        return 2
+    state = train_prior(config=cfg.to_dict(), scale=scale, address=args.address,
+                        restart=args.restart, return_state=True)
     run_id = state.state_details.flow_run_id
     if not state.is_completed():
+        code = 1
         try:
             state.result()
+        except ResumeRefused as exc:  # the user's choice to make, not a failure of the run
+            print(f"restora: error: {exc}", file=sys.stderr)
+            code = 2
         except Exception as exc:  # noqa: BLE001 - one line, not a second traceback
             print(f"restora: the training run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         print(f"flow run: {run_id}", file=sys.stderr)
-        return 1
+        return code
     summary = state.result()
     print(f"trained {summary['step']} steps ({summary['stopped_by']}) in {summary['seconds']:.1f} s; "
           f"final loss {summary['final_loss']:.4f}")
@@ -338,4 +449,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"checkpoint: {summary['checkpoint']}")
     if summary.get("samples"):
         print(f"samples:    {summary['samples']}")
+    if summary.get("holdout_keys"):
+        print(f"held out:   {summary['holdout_keys']}")
     return 0
