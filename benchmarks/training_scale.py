@@ -225,25 +225,29 @@ def ray_available() -> str | None:
     return None
 
 
-def ray_run(name: str, batch: int, workers: int, warmup: int, steps: int,
-            data_dir: Path) -> dict[str, Any]:
-    """The loop under Ray Train on ``workers`` CPU workers (1 CPU each), global batch ``batch``:
-    rank 0's per-step records after ``warmup``."""
+def ray_run(name: str, batch: int, workers: int, warmup: int, steps: int, data_dir: Path,
+            run_dir: Path) -> dict[str, Any]:
+    """The loop under Ray Train (Ray connected) on ``workers`` CPU workers with 1 CPU each,
+    global batch ``batch``, over the PNG folder ``data_dir``: rank 0's per-step records after
+    ``warmup``."""
     from tasks.ray_training import ScaleConfig, train_on_ray
+    from tasks.training_data import plan_training_data
 
     cfg = recipe_config(name, batch, warmup + steps, data=str(data_dir), data_mode="crop",
-                        hflip=True)
-    records: list[dict[str, Any]] = []
+                        hflip=True, scales=None, checkpoint_dir=str(run_dir),
+                        checkpoint_every=0, keep_checkpoints=1)
+    data = plan_training_data(cfg, str(run_dir / "data-plan"))
     t0 = time.perf_counter()
-    train_on_ray(cfg, ScaleConfig(workers=workers, cpus_per_worker=1, gpus_per_worker=0),
-                 callback=lambda e: records.append(e) if e.get("event") == "log" else None)
+    summary = train_on_ray(cfg, data, ScaleConfig(workers=workers, cpus_per_worker=1,
+                                                  gpus_per_worker=0, max_failures=0))
     wall = time.perf_counter() - t0
-    timed = loop_steps(sorted(records, key=lambda r: r["step"]), warmup)
+    timed = loop_steps(summary["history"], warmup)
     seconds = [s["seconds"] for s in timed]
     total = sum(seconds)
     return {"steps": len(timed), "rates": [1.0 / s for s in seconds],
             "steps_per_s": len(timed) / total,
-            "input_fraction": sum(s["input_s"] for s in timed) / total, "wall_s": wall}
+            "input_fraction": sum(s["input_s"] for s in timed) / total, "wall_s": wall,
+            "workers_in_card": summary["card"]["training"].get("workers")}
 
 
 def write_png_folder(folder: Path, channels: int) -> Path:
@@ -340,7 +344,9 @@ def run(ctx: Context, models: tuple[str, ...], sections: set[str]) -> Path:
                 scale_rows.append({"rows": "R", "model": name, "efficiency": why})
         else:
             warmup, steps = RAY_STEPS[mode]
-            with tempfile.TemporaryDirectory() as tmp:
+            from flows.ray_runtime import ray_connection
+
+            with tempfile.TemporaryDirectory() as tmp, ray_connection(num_cpus=2):
                 k = 0
                 for name in models:
                     batch = plan.get(name, plan[next(iter(plan))])[0]
@@ -349,7 +355,8 @@ def run(ctx: Context, models: tuple[str, ...], sections: set[str]) -> Path:
                     got = {}
                     for workers in (1, 2):
                         k += 1
-                        got[workers] = r = ray_run(name, batch, workers, warmup, steps, folder)
+                        got[workers] = r = ray_run(name, batch, workers, warmup, steps, folder,
+                                                   Path(tmp) / f"run-{name}-{workers}")
                         emit(section="ray", model=name, workers=workers, **r)
                         row_of[(name, f"ray{workers}")] = f"R{k}"
                         rows.append(_row_rate(f"R{k}", name, f"Ray Train, {workers} CPU worker"
