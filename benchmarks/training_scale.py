@@ -38,7 +38,7 @@ from restora_core.training import SHIPPED_RECIPES, TrainConfig, train
 from restora_core.training.flow_matching import cfm_loss
 from restora_core.training.keyed import KeyedImages, SampleRule
 
-from .common import Context, context_from_args, write_section
+from .common import Context, context_from_args, load_average, write_section
 
 STEM = "training_scale"
 MODELS = ("digits32", "photo32")
@@ -367,6 +367,9 @@ def run(ctx: Context, models: tuple[str, ...], sections: set[str]) -> Path:
     paper = paper_rows(params.get("photo32") or n_parameters(recipe_config("photo32", 8, 1))) \
         if "paper" in sections else []
     notes += _claims(ratio_rows, ar_rows, scale_rows, paper)
+    notes += _ray_overhead_claims(rows, models, row_of)
+    notes.append(f"Load average (1, 5, 15 min) when the run ended: {load_average()} (at the "
+                 "start: the header); this box's 2 cores are shared with other sessions.")
     seconds = time.perf_counter() - ctx.started
     path = write_section(
         ctx, STEM, "Training at scale: 1 and 2 CPU workers, and 8 GPUs on paper", rows,
@@ -401,6 +404,27 @@ def _scale_row(name: str, batch: int, got: dict[int, dict[str, Any]],
             "compute_ms": 1e3 * compute,
             "input_share": input_s / step, "allreduce_share": None if ar is None else ar / step,
             "compute_share": compute / step}
+
+
+def _ray_overhead_claims(rows: list[dict[str, Any]], models: tuple[str, ...],
+                         row_of: dict[tuple[str, str], str]) -> list[str]:
+    """One Ray Train worker against the same loop in this process (rows R against rows A)."""
+    by_id = {r["row"]: r for r in rows}
+    out = []
+    for name in models:
+        ray_id, loop_id = row_of.get((name, "ray1")), row_of.get((name, "loop"))
+        if not ray_id or not loop_id:
+            continue
+        ray, loop = by_id[ray_id], by_id[loop_id]
+        overlap = (ray["steps_per_s_min"] <= loop["steps_per_s_max"]
+                   and loop["steps_per_s_min"] <= ray["steps_per_s_max"])
+        faster = "slower" if ray["steps_per_s"] < loop["steps_per_s"] else "faster"
+        verdict = ("a tie (their ranges overlap)" if overlap else
+                   f"Ray Train's worker is {faster} (the ranges do not overlap)")
+        out.append(f"{name}, one Ray Train worker against the loop in this process (rows {ray_id} "
+                   f"vs {loop_id}): {ray['steps_per_s']:.3g} vs {loop['steps_per_s']:.3g} "
+                   f"steps/s, {verdict}.")
+    return out
 
 
 def _claims(ratio_rows: list[dict], ar_rows: list[dict], scale_rows: list[dict],
