@@ -135,13 +135,16 @@ def spread(values: list[float]) -> tuple[float, float, float]:
 
 
 def single_process(name: str, batch: int, repeats: int, steps: int) -> dict[str, Any]:
-    """Bare step and loop, alternated ``repeats`` times, ``steps`` timed steps each."""
+    """Bare step and loop, alternated ``repeats`` times, ``steps`` timed steps each; also the
+    bare step at half the batch (what each of 2 workers computes)."""
     cfg = recipe_config(name, batch, WARMUP + steps)
-    bare = BareStep(cfg)
+    bare, half = BareStep(cfg), BareStep(recipe_config(name, batch // 2, 1))
     for _ in range(WARMUP):
         bare.step_seconds()
-    bare_rates, loop_rates, ratios, fractions, input_ms = [], [], [], [], []
+        half.step_seconds()
+    bare_rates, half_rates, loop_rates, ratios, fractions, input_ms = [], [], [], [], [], []
     for _ in range(repeats):
+        half_rates.append(steps / sum(half.step_seconds() for _ in range(steps)))
         b = sum(bare.step_seconds() for _ in range(steps))
         result = train(cfg, source=keyed_source(cfg), data_info=dict(DATA_INFO))
         timed = loop_steps(result.history, WARMUP)
@@ -152,7 +155,8 @@ def single_process(name: str, batch: int, repeats: int, steps: int) -> dict[str,
         fractions.append(sum(s["input_s"] for s in timed) / loop)
         input_ms.append(1000 * sum(s["input_s"] for s in timed) / len(timed))
     return {"model": name, "params": n_parameters(cfg), "batch": batch, "repeats": repeats,
-            "steps_each": steps, "bare": spread(bare_rates), "loop": spread(loop_rates),
+            "steps_each": steps, "bare": spread(bare_rates), "bare_half": spread(half_rates),
+            "loop": spread(loop_rates),
             "ratio": spread(ratios), "input_fraction": spread(fractions),
             "input_ms": spread(input_ms)}
 
@@ -308,12 +312,14 @@ def run(ctx: Context, models: tuple[str, ...], sections: set[str]) -> Path:
             batch, repeats, steps = plan.get(name, plan[next(iter(plan))])
             s = singles[name] = single_process(name, batch, repeats, steps)
             emit(section="single", **{k: v for k, v in s.items()})
-            ids = (f"A{2 * i + 1}", f"A{2 * i + 2}")
-            row_of[(name, "bare")], row_of[(name, "loop")] = ids
+            ids = (f"A{3 * i + 1}", f"A{3 * i + 2}", f"A{3 * i + 3}")
+            row_of[(name, "bare")], row_of[(name, "loop")], row_of[(name, "half")] = ids
             rows.append(_row_rate(ids[0], name, "bare step, 1 process", batch, 1, repeats,
                                   steps, s["bare"], None))
             rows.append(_row_rate(ids[1], name, "loop (KeyedImages), 1 process", batch, 1,
                                   repeats, steps, s["loop"], s["input_fraction"][0]))
+            rows.append(_row_rate(ids[2], name, "bare step at half the batch, 1 process",
+                                  batch // 2, 1, repeats, steps, s["bare_half"], None))
             bound = s["input_fraction"][0] > INPUT_BOUND_LIMIT
             ratio_rows.append({"rows": f"{ids[1]} / {ids[0]}", "model": name, "batch": batch,
                                "loop_over_bare": _fmt_range(s["ratio"]),
@@ -329,12 +335,12 @@ def run(ctx: Context, models: tuple[str, ...], sections: set[str]) -> Path:
             allreduce[name] = spread(times[params[name]])
             emit(section="allreduce", model=name, seconds=times[params[name]])
             bare_half = None
-            if name in singles:  # the 2-worker bare step, estimated as half the 1-worker one
-                bare_half = 0.5 / singles[name]["bare"][0]
+            if name in singles:  # the bare step at half the batch: one of 2 workers' compute
+                bare_half = 1.0 / singles[name]["bare_half"][0]
             ar_rows.append({"row": f"B{i}", "model": name, "grad_MB": 4 * params[name] / 1e6,
                             "allreduce_ms": _fmt_range(tuple(1e3 * v for v in allreduce[name])),
-                            "half_bare_step_ms": None if bare_half is None else 1e3 * bare_half,
-                            "allreduce_over_half_step": None if bare_half is None
+                            "half_batch_step_ms": None if bare_half is None else 1e3 * bare_half,
+                            "allreduce_over_half_batch_step": None if bare_half is None
                             else allreduce[name][0] / bare_half})
     if "ray" in sections:
         why = ray_available()
@@ -363,7 +369,9 @@ def run(ctx: Context, models: tuple[str, ...], sections: set[str]) -> Path:
                                               + ("s" if workers > 1 else ""), batch, workers,
                                               None, r["steps"], spread(r["rates"]),
                                               r["input_fraction"]))
-                    scale_rows.append(_scale_row(name, batch, got, allreduce.get(name), row_of))
+                    half = singles.get(name, {}).get("bare_half")
+                    scale_rows.append(_scale_row(name, batch, got, allreduce.get(name),
+                                                 half and 1.0 / half[0], row_of))
     paper = paper_rows(params.get("photo32") or n_parameters(recipe_config("photo32", 8, 1))) \
         if "paper" in sections else []
     notes += _claims(ratio_rows, ar_rows, scale_rows, paper)
@@ -384,26 +392,28 @@ def run(ctx: Context, models: tuple[str, ...], sections: set[str]) -> Path:
 
 
 def _scale_row(name: str, batch: int, got: dict[int, dict[str, Any]],
-               allreduce: tuple[float, float, float] | None,
+               allreduce: tuple[float, float, float] | None, half_step: float | None,
                row_of: dict[tuple[str, str], str]) -> dict[str, Any]:
     """Efficiency of 2 workers over 1 at the same global batch, and the 2-worker step split into
-    input (the loop's input_fraction), all-reduce (rows B) and compute (the rest)."""
+    input (the loop's input_fraction), all-reduce (rows B), compute (the bare step at half the
+    batch, alone in one process: rows A) and the rest (both cores busy at once, Ray's processes,
+    DDP's hooks, clipping, EMA, the per-step log all-reduce)."""
     one, two = got[1], got[2]
     eff = two["steps_per_s"] / (2 * one["steps_per_s"])
     lo = min(two["rates"]) / (2 * max(one["rates"]))
     hi = max(two["rates"]) / (2 * min(one["rates"]))
     step = 1.0 / two["steps_per_s"]
-    input_s = two["input_fraction"] * step
-    ar = allreduce[0] if allreduce else None
-    compute = step - input_s - (ar or 0.0)
-    return {"rows": f"{row_of[(name, 'ray2')]} vs {row_of[(name, 'ray1')]}", "model": name,
-            "global_batch": batch,
-            "efficiency": f"{eff:.2f} ({lo:.2f}-{hi:.2f})",
-            "step_ms_2w": 1e3 * step, "input_ms": 1e3 * input_s,
-            "allreduce_ms": None if ar is None else 1e3 * ar,
-            "compute_ms": 1e3 * compute,
-            "input_share": input_s / step, "allreduce_share": None if ar is None else ar / step,
-            "compute_share": compute / step}
+    parts = {"input": two["input_fraction"] * step,
+             "allreduce": allreduce[0] if allreduce else None, "compute": half_step}
+    rest = step - sum(v for v in parts.values() if v is not None)
+    row = {"rows": f"{row_of[(name, 'ray2')]} vs {row_of[(name, 'ray1')]}", "model": name,
+           "global_batch": batch, "efficiency": f"{eff:.2f} ({lo:.2f}-{hi:.2f})",
+           "step_ms_2w": 1e3 * step}
+    for key, value in {**parts, "rest": rest}.items():
+        row[f"{key}_ms"] = None if value is None else 1e3 * value
+    for key, value in {**parts, "rest": rest}.items():
+        row[f"{key}_share"] = None if value is None else value / step
+    return row
 
 
 def _ray_overhead_claims(rows: list[dict[str, Any]], models: tuple[str, ...],
@@ -437,11 +447,11 @@ def _claims(ratio_rows: list[dict], ar_rows: list[dict], scale_rows: list[dict],
                    f"time ({r['input_ms_per_step']} ms a step): not input-bound "
                    f"(input_fraction <= {INPUT_BOUND_LIMIT}): {r['not_input_bound']}.")
     for r in ar_rows:
-        if r["allreduce_over_half_step"] is not None:
+        if r["allreduce_over_half_batch_step"] is not None:
             out.append(f"{r['model']} (row {r['row']}): one all-reduce of {r['grad_MB']:.1f} MB "
-                       f"takes {r['allreduce_ms']} ms, {r['allreduce_over_half_step']:.1%} of "
-                       f"half the bare step ({r['half_bare_step_ms']:.0f} ms, the 2-worker "
-                       "compute if it halved).")
+                       f"takes {r['allreduce_ms']} ms, {r['allreduce_over_half_batch_step']:.1%}"
+                       f" of the bare step at half the batch ({r['half_batch_step_ms']:.0f} ms, "
+                       "one of 2 workers' compute).")
     for r in scale_rows:
         if "step_ms_2w" in r:
             out.append(f"{r['model']} (rows {r['rows']}): efficiency (samples/s at 2) / "
@@ -449,7 +459,10 @@ def _claims(ratio_rows: list[dict], ar_rows: list[dict], scale_rows: list[dict],
                        f"({r['step_ms_2w']:.0f} ms) is {r['input_share']:.1%} input, "
                        + ("" if r["allreduce_share"] is None
                           else f"{r['allreduce_share']:.1%} all-reduce (row B), ")
-                       + f"{r['compute_share']:.1%} compute and the rest.")
+                       + ("" if r["compute_share"] is None
+                          else f"{r['compute_share']:.1%} compute (the bare step at half the "
+                               "batch, rows A), ")
+                       + f"{r['rest_share']:.1%} the rest.")
     if paper:
         effs = [p["efficiency_no_overlap"] for p in paper]
         out.append(f"8 GPUs on paper (rows {paper[0]['row']}-{paper[-1]['row']}): efficiency "
@@ -475,8 +488,10 @@ BODY = f"""### How to read it
   1 worker), same global batch (each of 2 workers trains half of it).
 - Where the 2-worker step goes: input = the loop's input_fraction x step; all-reduce = row B's
   median (DDP reduces during backward, so on paper part of it overlaps the compute; on 1 core
-  per worker the gloo thread and the backward share that core); compute = the rest (forward,
-  backward, AdamW, clipping, EMA, the per-step log all-reduce of 2 numbers).
+  per worker the gloo thread and the backward share that core); compute = the bare step at half
+  the global batch, measured alone in one process (rows A, "half the batch"); the rest = what
+  is left: both cores busy at once (plus Ray's own processes), DDP's hooks, clipping, EMA and
+  the per-step log all-reduce of 2 numbers.
 
 ### 8 GPUs on paper
 
