@@ -294,7 +294,7 @@ def _fmt_range(values: tuple[float, float, float], digits: int = 3) -> str:
     return f"{values[0]:.{digits}g} ({values[1]:.{digits}g}-{values[2]:.{digits}g})"
 
 
-def run(ctx: Context, models: tuple[str, ...], sections: set[str]) -> Path:
+def run(ctx: Context, models: tuple[str, ...], sections: set[str], stem: str = STEM) -> Path:
     """Measure the chosen sections and write ``training_scale.md`` / ``.parquet``."""
     plan = QUICK if ctx.quick else FULL
     mode = "quick" if ctx.quick else "full"
@@ -380,7 +380,7 @@ def run(ctx: Context, models: tuple[str, ...], sections: set[str]) -> Path:
                  "start: the header); this box's 2 cores are shared with other sessions.")
     seconds = time.perf_counter() - ctx.started
     path = write_section(
-        ctx, STEM, "Training at scale: 1 and 2 CPU workers, and 8 GPUs on paper", rows,
+        ctx, stem, "Training at scale: 1 and 2 CPU workers, and 8 GPUs on paper", rows,
         extra_tables={"Loop vs bare step (one process; is the loop input-bound?)":
                       [{k: v for k, v in r.items() if not k.startswith("_")} for r in ratio_rows],
                       "All-reduce of one gradient, 2 gloo processes on this machine": ar_rows,
@@ -530,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None,
                     help="output folder (default benchmarks/results, or benchmarks/results/quick)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    ap.add_argument("--stem", default=STEM, help=f"file name stem (default {STEM})")
     ap.add_argument("--models", default=None,
                     help="comma list (default digits32,photo32; quick: digits32)")
     ap.add_argument("--sections", default=None,
@@ -546,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     bad = sections - {"single", "allreduce", "ray", "paper"}
     if bad:
         raise SystemExit(f"unknown sections {sorted(bad)}")
-    run(ctx, models, sections)
+    run(ctx, models, sections, args.stem)
     return 0
 
 
