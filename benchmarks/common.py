@@ -52,10 +52,13 @@ class Context:
     threads: int
     models: tuple[str, ...] = ("digits32", "celeba128")
     started: float = dataclasses.field(default_factory=time.perf_counter)
+    # taken when the run starts: a header written at the end would otherwise show the load
+    # the run itself made
+    load_at_start: str = dataclasses.field(default_factory=lambda: load_average())
 
     def machine(self) -> dict[str, Any]:
         """Date, machine, thread count and library versions for a table header."""
-        return machine_info(self.threads)
+        return {**machine_info(self.threads), "load_average_at_start": self.load_at_start}
 
 
 def _cpu_model() -> str:
@@ -83,14 +86,19 @@ def git_commit(repo: Path = REPO_ROOT) -> str:
         return "unknown"
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages now ("n/a" where the system has none)."""
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
 def machine_info(threads: int) -> dict[str, Any]:
     """Date, CPU, cores, torch threads, load average and versions of the libraries measured."""
     import pyarrow
 
-    try:
-        load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        load = "n/a"
+    load = load_average()
     return {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{_cpu_model()}, {os.cpu_count()} cores",
