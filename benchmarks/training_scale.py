@@ -22,6 +22,7 @@ Timings are wall-clock on a shared machine: read differences inside the spread a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -134,10 +135,28 @@ def spread(values: list[float]) -> tuple[float, float, float]:
     return statistics.median(values), min(values), max(values)
 
 
-def single_process(name: str, batch: int, repeats: int, steps: int) -> dict[str, Any]:
+def streamed_source(cfg: TrainConfig, folder: Path, plan_dir: Path):
+    """A factory of the loop's streaming input path over the PNG ``folder`` (shards read and
+    decoded in background threads, ``tasks.training_stream``), for :func:`single_process`."""
+    from tasks.training_data import open_training_source, plan_training_data
+
+    streamed = dataclasses.replace(cfg, data=str(folder), data_mode="crop", hflip=True,
+                                   scales=None, stream=True)
+    data = plan_training_data(streamed, str(plan_dir))
+
+    def make(_cfg: TrainConfig):
+        return open_training_source(streamed, data)[0]
+
+    return make
+
+
+def single_process(name: str, batch: int, repeats: int, steps: int,
+                   source=None) -> dict[str, Any]:
     """Bare step and loop, alternated ``repeats`` times, ``steps`` timed steps each; also the
-    bare step at half the batch (what each of 2 workers computes)."""
+    bare step at half the batch (what each of 2 workers computes). ``source``: a factory of the
+    loop's batch source (default: the in-memory keyed path)."""
     cfg = recipe_config(name, batch, WARMUP + steps)
+    source = source or keyed_source
     bare, half = BareStep(cfg), BareStep(recipe_config(name, batch // 2, 1))
     for _ in range(WARMUP):
         bare.step_seconds()
@@ -146,7 +165,7 @@ def single_process(name: str, batch: int, repeats: int, steps: int) -> dict[str,
     for _ in range(repeats):
         half_rates.append(steps / sum(half.step_seconds() for _ in range(steps)))
         b = sum(bare.step_seconds() for _ in range(steps))
-        result = train(cfg, source=keyed_source(cfg), data_info=dict(DATA_INFO))
+        result = train(cfg, source=source(cfg), data_info=dict(DATA_INFO))
         timed = loop_steps(result.history, WARMUP)
         loop = sum(s["seconds"] for s in timed)
         bare_rates.append(steps / b)
@@ -307,6 +326,25 @@ def run(ctx: Context, models: tuple[str, ...], sections: set[str], stem: str = S
     def emit(**event: Any) -> None:
         print(json.dumps({"event": "training-scale", **event}, default=str), flush=True)
 
+    if "stream" in sections:
+        name = models[0]
+        batch, repeats, steps = plan.get(name, plan[next(iter(plan))])
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = write_png_folder(Path(tmp) / "pngs", recipe_config(name, 8, 1).channels)
+            make = streamed_source(recipe_config(name, batch, 1), folder, Path(tmp) / "plan")
+            s = single_process(name, batch, repeats, steps, source=make)
+        emit(section="stream", **{k: v for k, v in s.items()})
+        rows.append(_row_rate("S1", name, "bare step, 1 process", batch, 1, repeats, steps,
+                              s["bare"], None))
+        rows.append(_row_rate("S2", name, "loop (StreamingImages over a PNG folder), 1 process",
+                              batch, 1, repeats, steps, s["loop"], s["input_fraction"][0]))
+        bound = s["input_fraction"][0] > INPUT_BOUND_LIMIT
+        ratio_rows.append({"rows": "S2 / S1", "model": name, "batch": batch,
+                           "loop_over_bare": _fmt_range(s["ratio"]),
+                           "input_fraction": _fmt_range(s["input_fraction"], 2),
+                           "input_ms_per_step": _fmt_range(s["input_ms"], 3),
+                           "not_input_bound": "missed" if bound else "met",
+                           "_verdict": ratio_verdict(s)})
     if "single" in sections:
         for i, name in enumerate(models):
             batch, repeats, steps = plan.get(name, plan[next(iter(plan))])
@@ -534,7 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default=None,
                     help="comma list (default digits32,photo32; quick: digits32)")
     ap.add_argument("--sections", default=None,
-                    help="comma list of single,allreduce,ray,paper (default all; quick: no ray)")
+                    help="comma list of single,stream,allreduce,ray,paper (default: all but "
+                         "stream; quick: no ray)")
     args = ap.parse_args(argv)
     ctx = context_from_args("benchmarks.training_scale", argv, args)
     models = tuple(m for m in (args.models or ",".join(
@@ -544,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown models {unknown}; expected some of {sorted(SHIPPED_RECIPES)}")
     sections = set((args.sections or ("single,allreduce,paper" if args.quick else
                                       "single,allreduce,ray,paper")).split(","))
-    bad = sections - {"single", "allreduce", "ray", "paper"}
+    bad = sections - {"single", "stream", "allreduce", "ray", "paper"}
     if bad:
         raise SystemExit(f"unknown sections {sorted(bad)}")
     run(ctx, models, sections, args.stem)

@@ -138,7 +138,7 @@ def run_training(cfg: TrainConfig, scale: dict[str, Any] | None = None,
         source, info = open_training_source(cfg, data)
         for reason in info.get("skipped_examples", []):
             logger.warning("skipped %s", reason)
-        result = train(cfg, source=source, data_info=info | {"workers": 1}, callback=on_event)
+        result = train(cfg, source=source, data_info=info, callback=on_event)
         summary = _summary(result)
     else:
         from flows.ray_runtime import ray_connection
@@ -274,8 +274,10 @@ def train_parser() -> argparse.ArgumentParser:
                     "goes; the prior and its model card are written at the end.",
         epilog="examples:\n"
                "  restora train --recipe digits32 --max-steps 20 --output out/p.safetensors\n"
-               "  restora train --data imgs/ --set channels=3 --set resolution=32 "
+               "  restora train --data imgs/ --resolution 32 --channels 3 --hflip "
                "--max-steps 2000 --output prior.safetensors\n"
+               "  restora train --data s3://b/imgs --resolution 64 --channels 3 --workers 8 "
+               "--gpus-per-worker 1 --output s3://b/p.safetensors\n"
                "precedence: --recipe < --config < --set < the other flags",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", choices=sorted(SHIPPED_RECIPES),
@@ -295,9 +297,9 @@ def train_parser() -> argparse.ArgumentParser:
                    help="read shards while training instead of decoding all first (default: "
                         "stream when the shards exceed stream_above_mb, 1024 MB)")
     scale = p.add_argument_group(
-        "Ray Train workers", "--workers N runs the loop on N data-parallel workers (DDP; gloo on "
-        "CPUs, NCCL on GPUs) on the local Ray or the one at --address; without it one plain "
-        "process trains, with no Ray")
+        "Ray Train workers", "--workers N runs the loop on N data-parallel workers (DDP; gloo\n"
+        "on CPUs, NCCL on GPUs) on the local Ray or the one at --address; without it one\n"
+        "plain process trains, with no Ray. The global batch (--batch-size) is split evenly.")
     scale.add_argument("--workers", type=int, metavar="N", help="data-parallel workers")
     scale.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C",
                        help="CPUs each worker reserves (default 1)")
@@ -438,6 +440,10 @@ def main(argv: list[str] | None = None) -> int:
             if cfg.batch_size % scale["workers"]:
                 raise ValueError(f"--batch-size {cfg.batch_size} does not split evenly over "
                                  f"--workers {scale['workers']}")
+            if not _keyed(cfg):
+                raise ValueError("--workers trains on image sources (a folder, Parquet or "
+                                 "WebDataset; --data-mode crop or resize), not on "
+                                 f"'{cfg.data}'")
             if scale["gpus_per_worker"] > 0 and cfg.device == "cpu":
                 cfg = dataclasses.replace(cfg, device="cuda")
     except ValueError as exc:

@@ -164,8 +164,7 @@ def _worker_loop(config: dict[str, Any]) -> None:
     group = WorkerGroup(rank=rank, world_size=world, backend=config["backend"], save=save,
                         resume_state=resume_state,
                         wrap_model=lambda m: ray.train.torch.prepare_model(m))
-    result = train(cfg, source=source, data_info=info | {"workers": world}, callback=emit,
-                   group=group)
+    result = train(cfg, source=source, data_info=info, callback=emit, group=group)
     if rank == 0:
         from restora_core.training import image_grid
 

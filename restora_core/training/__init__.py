@@ -8,8 +8,10 @@ x1, ``x_t = t*x1 + (1-t)*x0``, target velocity ``x1 - x0``, ``t ~ U(0, 1)``; the
     result = train(TrainConfig(data="digits.npz", channels=1, resolution=32, max_steps=2000,
                                checkpoint_dir="s3://bucket/run1", output="digits.safetensors"))
 
-Command line (no Prefect needed): ``python -m restora_core.training --help``.
-The Prefect flow that wraps :func:`train` is ``flows/train_prior.py``.
+Command line: ``restora train`` (the Prefect flow ``flows/train_prior.py``, which also runs the
+loop on Ray Train workers). Image sources train on keyed samples (``keyed``: every draw a
+function of seed, step and global sample index) through a ``parallel.BatchSource``; a
+``parallel.WorkerGroup`` makes the loop one of several data-parallel workers.
 
 Shipped recipes (``SHIPPED_RECIPES``: digits32, photo32, photo64, mri64; the GPU stage
 ``python -m priors.gpu_stage`` trains them under a hard time budget): UNets of the published
