@@ -198,7 +198,7 @@ def train_on_ray(cfg: TrainConfig, data: TrainingData, scale: ScaleConfig, *,
         resources["GPU"] = scale.gpus_per_worker
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"cfg": cfg.to_dict(), "data": data, "events": events,
+        train_loop_config={"cfg": cfg.to_dict(), "data": data.for_workers(), "events": events,
                            "backend": scale.backend},
         torch_config=TorchConfig(backend=scale.backend),
         scaling_config=ray.train.ScalingConfig(num_workers=scale.workers,

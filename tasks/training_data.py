@@ -11,6 +11,7 @@ and named, so one broken file never stops a training run.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import tempfile
@@ -72,6 +73,13 @@ class TrainingData:
     shards: list[ShardPlan]
     stream: bool
     info: dict[str, Any]
+
+    def for_workers(self) -> TrainingData:
+        """This plan without the held-out key list (which only the driver writes out)."""
+        if "holdout" not in self.info:
+            return self
+        split = {k: v for k, v in self.info["holdout"].items() if k != "keys"}
+        return dataclasses.replace(self, info={**self.info, "holdout": split})
 
 
 def shard_keys(shard: ShardPlan, storage_options: dict[str, Any] | None = None) -> list[str]:
@@ -198,9 +206,7 @@ def open_training_source(cfg: TrainConfig, data: TrainingData, *, rank: int = 0,
     """This worker's batch source over the planned data and the card's data description
     (counts of decoded, skipped and held-out images)."""
     rule = sample_rule(cfg)
-    info = {k: v for k, v in data.info.items() if k != "holdout"}
-    if "holdout" in data.info:
-        info["holdout"] = {k: v for k, v in data.info["holdout"].items() if k != "keys"}
+    info = dict(data.for_workers().info)
     if data.stream:
         from .training_stream import StreamingImages
 
