@@ -418,13 +418,15 @@ def run(ctx: Context, models: tuple[str, ...], sections: set[str], stem: str = S
                  "start: the header); this box's 2 cores are shared with other sessions.")
     seconds = time.perf_counter() - ctx.started
     path = write_section(
-        ctx, stem, "Training at scale: 1 and 2 CPU workers, and 8 GPUs on paper", rows,
+        ctx, stem, "Training input: the streamed loop against the bare step"
+        if sections == {"stream"} else
+        "Training at scale: 1 and 2 CPU workers, and 8 GPUs on paper", rows,
         extra_tables={"Loop vs bare step (one process; is the loop input-bound?)":
                       [{k: v for k, v in r.items() if not k.startswith("_")} for r in ratio_rows],
                       "All-reduce of one gradient, 2 gloo processes on this machine": ar_rows,
                       "Scaling efficiency and where the 2-worker step goes": scale_rows,
                       "8 GPUs on paper (photo32, DDP over NCCL, ring all-reduce)": paper},
-        notes=notes, seconds=seconds, body=BODY)
+        notes=notes, seconds=seconds, body="" if sections == {"stream"} else BODY)
     emit(section="report", path=str(path))
     return path
 
