@@ -33,7 +33,7 @@ from restora_core.training import TrainConfig
 from restora_core.training.keyed import KeyedImages, SampleRule
 from restora_core.training.parallel import BatchSource
 
-from .decode import ImageError, decode_pixels
+from .decode import ImageError
 from .readers import ShardPlan, get_reader
 from .readers.base import shard_items
 from .spec import InputSpec
@@ -93,41 +93,37 @@ def iter_decoded(shards: list[ShardPlan], source: InputSpec, input_format: str, 
                  holdout: float = 0.0):
     """``(key, pixels or None, reason)`` for every row of ``shards`` in order: held-out rows come
     undecoded (None, None), unreadable ones with pixels None and the reason."""
+    from .training_stream import row_key, row_pixels
+
     reader = get_reader(input_format)
     for shard in shards:
         for request in reader.requests(shard, source, None):
             for row in reader.read(request, source):
-                key = str(row.source_uri)
+                key = row_key(row)
                 if held_out(key, holdout):
                     yield key, None, None
                     continue
                 try:
-                    if row.error is not None:
-                        raise row.error
-                    if row.image is None:
-                        raise ImageError("unreadable", "the row holds no image")
-                    pixels = decode_pixels(row.image, channels=channels,
-                                           max_pixels=source.max_pixels)
+                    pixels = row_pixels(row, channels, source.max_pixels)
                 except ImageError as exc:
                     yield key, None, f"{row.where or key}: {exc}"
                     continue
-                yield key, np.round(pixels * 255.0).astype(np.uint8), None
+                yield key, pixels, None
 
 
 def read_images(data_uri: str, channels: int, *, storage_options: dict[str, Any] | None = None,
-                limit: int | None = None, holdout: float = 0.0,
-                data: TrainingData | None = None) -> DecodedImages:
+                holdout: float = 0.0, data: TrainingData | None = None) -> DecodedImages:
     """Every image under ``data_uri`` (any reader format; or the planned ``data``), decoded to
     (H, W, ``channels``) uint8, held-out images left out."""
+    from .training_stream import plan_input
+
     with tempfile.TemporaryDirectory(prefix="restora-train-plan-") as scratch:
-        if data is None:
-            data = plan_training_data(TrainConfig(data=data_uri, channels=channels,
-                                                  storage_options=dict(storage_options or {}),
-                                                  holdout=holdout, stream=False), scratch)
-        out = DecodedImages([], [], data.input_format,
-                            [{"shard": s.shard_id, "count": s.count} for s in data.shards])
-        for key, pixels, reason in iter_decoded(data.shards, data.source, data.input_format,
-                                                channels, holdout):
+        if data is None:  # only the shards: no fingerprint, no size listing
+            shards, source, fmt = plan_input(data_uri, scratch, storage_options=storage_options)
+        else:
+            shards, source, fmt = data.shards, data.source, data.input_format
+        out = DecodedImages([], [], fmt, [{"shard": s.shard_id, "count": s.count} for s in shards])
+        for key, pixels, reason in iter_decoded(shards, source, fmt, channels, holdout):
             if pixels is None:
                 if reason is None:
                     out.held_out += 1
@@ -136,8 +132,6 @@ def read_images(data_uri: str, channels: int, *, storage_options: dict[str, Any]
                 continue
             out.images.append(pixels)
             out.keys.append(key)
-            if limit is not None and len(out.images) >= limit:
-                break
     return out
 
 
@@ -180,7 +174,7 @@ def plan_training_data(cfg: TrainConfig, plan_dir: str) -> TrainingData:
         "fingerprint": fingerprint,
         "fingerprint_of": "sha256 of the shard list: name, image count and bytes of each shard",
         "images_listed": sum(s.count for s in shards), "bytes": total,
-        "mode": "crop" if cfg.data_mode == "auto" else cfg.data_mode,
+        "mode": data_mode(cfg),
         "stream": stream, "augment": {"hflip": bool(cfg.hflip), "rot90": bool(cfg.rot90)}}
     if cfg.holdout > 0:
         keys = [k for s in shards for k in shard_keys(s, cfg.storage_options)]
@@ -191,9 +185,14 @@ def plan_training_data(cfg: TrainConfig, plan_dir: str) -> TrainingData:
     return TrainingData(source, input_format, shards, stream, info)
 
 
+def data_mode(cfg: TrainConfig) -> str:
+    """``cfg.data_mode`` with "auto" resolved: image sources train on random crops."""
+    return "crop" if cfg.data_mode == "auto" else cfg.data_mode
+
+
 def sample_rule(cfg: TrainConfig) -> SampleRule:
     """How images become training samples under ``cfg`` (keyed modes only)."""
-    mode = "crop" if cfg.data_mode == "auto" else cfg.data_mode
+    mode = data_mode(cfg)
     if mode not in ("crop", "resize"):
         raise ValueError(f"data_mode '{cfg.data_mode}' is not a keyed mode (crop or resize)")
     if cfg.rot90:

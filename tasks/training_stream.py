@@ -103,6 +103,16 @@ def row_key(row: SourceRow) -> str:
     return str(row.source_uri)
 
 
+def row_pixels(row: SourceRow, channels: int, max_pixels: int | None) -> np.ndarray:
+    """A read row decoded to (H, W, ``channels``) uint8; ImageError when it cannot be."""
+    if row.error is not None:
+        raise row.error
+    if row.image is None:
+        raise ImageError("unreadable", "the row holds no image")
+    pixels = decode_pixels(row.image, channels=channels, max_pixels=max_pixels)
+    return np.round(pixels * 255.0).astype(np.uint8)
+
+
 def plan_input(data_uri: str, plan_dir: str, *, storage_options: dict[str, Any] | None = None,
                shard_size: int | None = None) -> tuple[list[ShardPlan], InputSpec, str]:
     """Plan ``data_uri`` once (the driver): (shards, input spec, format) for every worker.
@@ -394,13 +404,7 @@ class StreamingImages:
     def _decode_row(self, shard: ShardPlan, row: SourceRow) -> tuple[np.ndarray | None, str]:
         """(prepared image, "") or (None, why it was skipped)."""
         try:
-            if row.error is not None:
-                raise row.error
-            if row.image is None:
-                raise ImageError("unreadable", "the row holds no image")
-            pixels = decode_pixels(row.image, channels=self.rule.channels,
-                                   max_pixels=self.max_pixels)
-            img = prepare_image(np.round(pixels * 255.0).astype(np.uint8), self.rule)
+            img = prepare_image(row_pixels(row, self.rule.channels, self.max_pixels), self.rule)
             # keyed_sample wraps it with torch.from_numpy, which warns on read-only arrays
             return (img if img.flags.writeable else img.copy()), ""
         except (ImageError, ValueError) as exc:
